@@ -1,0 +1,174 @@
+"""Typed, validated view of ``params.yaml``.
+
+One section per DVC stage (stage name = module in ``pipelines/`` = section here), plus
+``common`` (shared by every stage) and ``tracking`` (MLflow). Every section is a strict
+pydantic model: an unknown key or a bad value is an error that names the file, the
+section and the key, e.g. ``params.yaml: faces.detect_every: Input should be greater
+than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommonParams(Section):
+    seed: int = 0
+    fps: int = Field(25, ge=1, le=120, description="pipeline frame rate: every video is resampled to it")
+    sample_rate: int = Field(16000, ge=8000, le=48000, description="pipeline audio rate (mono)")
+    data_dir: str = Field("data", description="root folder of every stage's outputs")
+    workers: int = Field(2, ge=1, description="processes for per-video work inside a stage")
+
+
+class TrackingParams(Section):
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; null means $MLFLOW_TRACKING_URI or sqlite:///<project>/mlflow.db",
+    )
+    experiment: str = "earshot"
+    enabled: bool = True
+
+
+class SynthParams(Section):
+    """The embedded procedural talking-face corpus (``earshot data synth``)."""
+
+    seed: int = 1234
+    n_speakers: int = Field(48, ge=2)
+    videos_per_speaker: int = Field(2, ge=1)
+    clips_per_video: int = Field(2, ge=1)
+    clip_seconds: float = Field(4.6, gt=0.5, le=60)
+    clip_seconds_jitter: float = Field(0.4, ge=0)
+    frame_size: int = Field(256, ge=64, le=1024, description="rendered video is frame_size x frame_size")
+    glasses_prob: float = Field(0.25, ge=0, le=1)
+    beard_prob: float = Field(0.3, ge=0, le=1)
+    crf: int = Field(18, ge=0, le=51)
+
+
+class DownloadParams(Section):
+    source: Literal["synthetic", "local", "manifest"] = "synthetic"
+    input: str | None = Field(None, description="folder (local) or CSV/Parquet/VoxCeleb2 txt folder (manifest)")
+    layout: Literal["auto", "voxceleb", "flat"] = "auto"
+    synth: SynthParams = SynthParams()
+    concurrency: int = Field(4, ge=1, le=64)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(120.0, gt=0)
+    max_bytes: int = Field(2_000_000_000, gt=0, description="refuse downloads larger than this")
+    extensions: list[str] = [".mp4", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".m4v", ".flv"]
+    ytdlp_format: str = Field(
+        "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
+        description="yt-dlp format selector for YouTube rows (720p is plenty for 256 px face crops)",
+    )
+
+    @model_validator(mode="after")
+    def _input_needed(self) -> "DownloadParams":
+        if self.source in ("local", "manifest") and not self.input:
+            raise ValueError(f"download.input is required when download.source is {self.source!r}")
+        return self
+
+
+class FacesParams(Section):
+    detect_every: int = Field(5, ge=1, description="run RetinaFace every k frames, track in between")
+    detect_size: int = Field(320, ge=64, description="longest side of the downscaled detection frame")
+    score_threshold: float = Field(0.8, gt=0, lt=1)
+    min_face: int = Field(48, ge=8, description="minimum face box side in source pixels")
+    competing_ratio: float = Field(0.6, gt=0, le=1, description="a 2nd face this big relative to the main one competes")
+    max_lost_fraction: float = Field(0.2, ge=0, le=1, description="reject when the track is lost in more frames")
+    max_yaw: float = Field(0.6, gt=0, description="landmark yaw proxy beyond which the pose is extreme")
+    smoothing: float = Field(0.6, ge=0, lt=1, description="exponential box smoothing factor between detections")
+    margin: float = Field(0.35, ge=0, le=2, description="crop margin around the box, as a fraction of its size")
+    align: bool = Field(False, description="rotate crops so the eyes are level (landmark alignment)")
+    crop_size: int = Field(256, ge=32, description="stored crop side: the largest resolution later stages need")
+    min_seconds: float = Field(1.0, ge=0)
+    crf: int = Field(14, ge=0, le=51)
+
+
+class AudioParams(Section):
+    vad: Literal["silero", "pyannote"] = "silero"
+    pyannote_checkpoint: str | None = Field(None, description="path to a pyannote segmentation checkpoint (vad: pyannote)")
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    min_speech_seconds: float = Field(0.5, ge=0)
+    max_offset_frames: int = Field(15, ge=0, description="search range of the audio-video offset")
+    offset_tolerance_frames: int = Field(6, ge=0, description="shift within this, reject beyond")
+    speaker_check: bool = True
+    speaker_threshold: float = Field(0.6, ge=-1, le=1, description="min cosine to the speaker's other clips")
+
+
+class ShardsParams(Section):
+    rows_per_shard: int = Field(64, ge=1)
+    row_group_size: int = Field(4, ge=1)
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    unseen_speaker_fraction: float = Field(0.2, ge=0, lt=1, description="speakers held out entirely (open set)")
+    seen_test_fraction: float = Field(0.15, ge=0, lt=1, description="clips of training speakers held out (closed set)")
+    seed: int = 0
+
+
+class ReportParams(Section):
+    contact_sheet_clips: int = Field(24, ge=1)
+
+
+class Params(Section):
+    common: CommonParams = CommonParams()
+    tracking: TrackingParams = TrackingParams()
+    download: DownloadParams = DownloadParams()
+    faces: FacesParams = FacesParams()
+    audio: AudioParams = AudioParams()
+    shards: ShardsParams = ShardsParams()
+    report: ReportParams = ReportParams()
+
+    def data_path(self, *parts: str) -> Path:
+        return Path(self.common.data_dir).joinpath(*parts)
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling and section)"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree['a']['b'] = value`` for ``dotted='a.b'``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {key} is not a section")
+    node[leaf] = value
+
+
+def parse_params(tree: dict[str, Any] | None, *, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(tree or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read, override (dotted keys, e.g. ``{"faces.detect_every": 3}``) and validate params."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if tree is not None and not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    tree = dict(tree or {})
+    for key, value in (overrides or {}).items():
+        set_dotted(tree, key, value)
+    return parse_params(tree, source=str(path))

@@ -1,0 +1,1 @@
+"""Reading, probing and writing audio/video files (ffmpeg, PyAV, decord)."""

@@ -1,0 +1,175 @@
+"""MLflow tracking shared by every stage, training run and evaluation.
+
+Every stage run is one MLflow run with:
+
+* params: the stage's params section (flattened, ``faces.detect_every``) plus ``common``;
+* tags: ``stage``, ``git_sha`` (+ ``git_dirty``), ``dvc_exp_name`` when run by
+  ``dvc exp run``, ``earshot_version`` and ``input.<path>`` = the content hash of each
+  input (taken from ``dvc.lock`` when DVC already hashed it, computed otherwise);
+* metrics and small artifacts (reports, images). DVC owns data and checkpoints.
+
+The tracking URI comes from params (``tracking.uri``), else ``$MLFLOW_TRACKING_URI``,
+else a project-local SQLite database ``sqlite:///<project>/mlflow.db`` (recent MLflow
+refuses a bare ``mlruns/`` file store). MLflow is imported lazily: importing this
+module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components import __version__
+from components.config import Params, TrackingParams
+from components.io import hash_tree, project_root
+
+log = logging.getLogger(__name__)
+
+
+def resolve_tracking_uri(cfg: TrackingParams, root: Path | None = None) -> str:
+    if cfg.uri:
+        return cfg.uri
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
+def git_info(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    sha = git("rev-parse", "HEAD")
+    if not sha:
+        return {}
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {"git_sha": sha, "git_dirty": str(dirty).lower()}
+
+
+def dvc_lock_hashes(root: Path) -> dict[str, str]:
+    """Map every output path recorded in ``dvc.lock`` to its hash."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return {}
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, str] = {}
+    for stage in stages.values():
+        for entry in stage.get("outs", []) or []:
+            digest = entry.get("md5") or entry.get("hash") or ""
+            if entry.get("path") and digest:
+                out[str(entry["path"]).rstrip("/")] = digest
+    return out
+
+
+def input_hashes(inputs: list[str | Path], root: Path) -> dict[str, str]:
+    """Content hash of each input: DVC's hash when dvc.lock has it, else computed here."""
+    known = dvc_lock_hashes(root)
+    hashes = {}
+    for p in inputs:
+        rel = os.path.relpath(Path(p).resolve(), root) if Path(p).is_absolute() else str(p)
+        rel = rel.rstrip("/")
+        if rel in known:
+            hashes[rel] = f"md5:{known[rel]}"
+        elif (root / rel).exists():
+            hashes[rel] = f"sha256:{hash_tree(root / rel)[:32]}"
+    return hashes
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class StageRun:
+    """What a stage sees of its MLflow run; a no-op recorder when tracking is off."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+        self.metrics: dict[str, float] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        self.metrics.update(clean)
+        if self.active:
+            import mlflow
+
+            mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active and Path(path).exists():
+            import mlflow
+
+            mlflow.log_artifact(str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def run_tags(stage: str, inputs: list[str | Path], root: Path) -> dict[str, str]:
+    tags = {"stage": stage, "earshot_version": __version__, **git_info(root)}
+    if exp := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = exp
+    for path, digest in input_hashes(inputs, root).items():
+        tags[f"input.{path}"] = digest
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: Params,
+    *,
+    section: Any = None,
+    inputs: list[str | Path] = (),  # type: ignore[assignment]
+    root: Path | None = None,
+    run_name: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage execution (nested if a parent run is active)."""
+    root = root or project_root()
+    if not params.tracking.enabled:
+        yield StageRun(None)
+        return
+    import mlflow
+
+    # Quiet the per-process MLflow banner and the hub lookups of optional integrations.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking, root))
+    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if experiment is None:
+        artifacts = (root / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment(params.tracking.experiment, artifact_location=artifacts)
+    mlflow.set_experiment(params.tracking.experiment)
+    section = getattr(params, stage, None) if section is None else section
+    logged: dict[str, Any] = {"common": params.common.model_dump(mode="json")}
+    if section is not None:
+        logged[stage] = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=run_name or stage, nested=nested) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(logged).items()})
+        tags = run_tags(stage, list(inputs), root)
+        mlflow.set_tags({**tags, **(extra_tags or {})})
+        yield StageRun(run.info.run_id)

@@ -1,0 +1,97 @@
+"""The ``earshot`` command line.
+
+``dvc repro`` is the main way to run the pipeline; these commands are for working with
+data outside DVC and for the things DVC does not do (inspecting shards, making the
+synthetic corpus on its own). Heavy imports happen inside each command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipelines._common import exit_on_user_error, parse_overrides, setup_logging
+
+app = typer.Typer(help="earshot: audio-visual face super-resolution pipeline", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Data: synthesize, prepare your own videos, inspect shards", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params file")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override: KEY=VALUE (YAML value)")]
+
+
+def _params(path: Path, overrides: list[str] | None, **extra: object):  # type: ignore[no-untyped-def]
+    from components.config import load_params
+
+    return load_params(path, {**parse_overrides(overrides or []), **extra})
+
+
+@data_app.command("synth")
+@exit_on_user_error
+def data_synth(
+    out: Annotated[Path, typer.Option(help="output folder (VoxCeleb2-like layout)")] = Path("data/synth"),
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Generate the procedural talking-face corpus (download.synth params)."""
+    from components.data.synth import generate_corpus
+
+    setup_logging()
+    cfg = _params(params, set_)
+    clips = generate_corpus(cfg.download.synth, out, workers=cfg.common.workers)
+    typer.echo(f"{len(clips)} clips of {clips['speaker_id'].nunique()} speakers in {out}")
+
+
+@data_app.command("prepare")
+@exit_on_user_error
+def data_prepare(
+    input: Annotated[str, typer.Option("--input", help="folder of videos, or a CSV/Parquet manifest")],
+    out: Annotated[Path, typer.Option("--out", help="output data folder")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Run every data stage (download, faces, audio, shards, report) outside DVC."""
+    from pipelines.flows import run_data_stages
+
+    setup_logging()
+    source = "local" if Path(input).is_dir() else "manifest"
+    cfg = _params(params, set_, **{"common.data_dir": str(out), "download.source": source, "download.input": input})
+    summaries = run_data_stages(cfg)
+    for summary in summaries:
+        typer.echo(summary)
+
+
+@data_app.command("inspect")
+@exit_on_user_error
+def data_inspect(shards: Annotated[Path, typer.Argument(help="shards folder (with index.json)")] = Path("data/shards")) -> None:
+    """Summarise shards: counts per split, speakers, hours, attributes; verify checksums."""
+    from components.data.shards import print_summary, summarize
+
+    print_summary(summarize(shards))
+
+
+@app.command("stage")
+@exit_on_user_error
+def stage(
+    name: Annotated[str, typer.Argument(help="stage name (a module in pipelines/)")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Run one stage by name outside DVC (same as ``python -m pipelines.NAME``)."""
+    import importlib
+
+    from pipelines.flows import dvc_stage_order
+
+    stages = dvc_stage_order()
+    if name not in stages:
+        raise typer.BadParameter(f"unknown stage {name!r}; stages of dvc.yaml: {', '.join(stages)}")
+    module = importlib.import_module(f"pipelines.{name}")
+    argv = ["--params", str(params)] + [a for kv in (set_ or []) for a in ("--set", kv)]
+    module.main(argv)
+
+
+if __name__ == "__main__":
+    app()

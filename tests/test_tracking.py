@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from components.config import TrackingParams
+from components.tracking import input_hashes, resolve_tracking_uri, stage_run
+from tests.conftest import tiny_params
+
+
+def test_default_uri_is_project_local_sqlite(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(TrackingParams(), tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(TrackingParams(), tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri(TrackingParams(uri="sqlite:///x.db"), tmp_path) == "sqlite:///x.db"
+
+
+def test_input_hash_prefers_dvc_lock(tmp_path: Path):
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/a.txt").write_text("a")
+    (tmp_path / "data/other").mkdir()
+    (tmp_path / "data/other/b.txt").write_text("b")
+    lock = {"schema": "2.0", "stages": {"download": {"outs": [{"path": "data/raw", "md5": "abc.dir"}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    hashes = input_hashes(["data/raw", "data/other"], tmp_path)
+    assert hashes["data/raw"] == "md5:abc.dir"
+    assert hashes["data/other"].startswith("sha256:")
+
+
+def test_stage_run_logs_params_tags_metrics(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-test")
+    params = tiny_params(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/x").write_text("x")
+    with stage_run("faces", params, inputs=[tmp_path / "in"], root=tmp_path) as run:
+        run.log_metrics({"kept": 3, "rejected": 1})
+        report = tmp_path / "r.json"
+        report.write_text("{}")
+        run.log_artifact(report)
+    mlflow.set_tracking_uri(params.tracking.uri)
+    got = mlflow.get_run(run.run_id)
+    assert got.data.params["faces.detect_every"] == str(params.faces.detect_every)
+    assert got.data.params["common.fps"] == "25"
+    assert got.data.tags["stage"] == "faces" and got.data.tags["dvc_exp_name"] == "exp-test"
+    assert any(k.startswith("input.") for k in got.data.tags)
+    assert got.data.metrics == {"kept": 3.0, "rejected": 1.0}
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.run_id)]
+    assert artifacts == ["r.json"]
+
+
+def test_tracking_disabled_records_locally(tmp_path: Path):
+    params = tiny_params(tmp_path, **{"tracking.enabled": False})
+    with stage_run("faces", params) as run:
+        run.log_metrics({"kept": 2})
+    assert run.run_id is None and run.metrics == {"kept": 2.0}
+    assert not (tmp_path / "mlflow.db").exists()
