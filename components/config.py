@@ -84,7 +84,9 @@ class FacesParams(Section):
     min_face: int = Field(48, ge=8, description="minimum face box side in source pixels")
     competing_ratio: float = Field(0.6, gt=0, le=1, description="a 2nd face this big relative to the main one competes")
     max_lost_fraction: float = Field(0.2, ge=0, le=1, description="reject when the track is lost in more frames")
+    max_competing_fraction: float = Field(0.2, ge=0, le=1, description="reject when a competing face is in more keyframes")
     max_yaw: float = Field(0.6, gt=0, description="landmark yaw proxy beyond which the pose is extreme")
+    max_extreme_fraction: float = Field(0.3, ge=0, le=1, description="reject when the pose is extreme in more keyframes")
     smoothing: float = Field(0.6, ge=0, lt=1, description="exponential box smoothing factor between detections")
     margin: float = Field(0.35, ge=0, le=2, description="crop margin around the box, as a fraction of its size")
     align: bool = Field(False, description="rotate crops so the eyes are level (landmark alignment)")
@@ -100,6 +102,7 @@ class AudioParams(Section):
     min_speech_seconds: float = Field(0.5, ge=0)
     max_offset_frames: int = Field(15, ge=0, description="search range of the audio-video offset")
     offset_tolerance_frames: int = Field(6, ge=0, description="shift within this, reject beyond")
+    min_sync_confidence: float = Field(0.45, ge=0, description="below it the offset estimate is unreliable: no shift")
     speaker_check: bool = True
     speaker_threshold: float = Field(0.6, ge=-1, le=1, description="min cosine to the speaker's other clips")
 

@@ -7,6 +7,7 @@ A stage module looks like DVC's example-get-started: ``main()`` parses arguments
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
@@ -76,6 +77,7 @@ def finish_stage(run: StageRun, outcome: Outcome, out_dir: Path, started: float,
 def exit_on_user_error(fn):  # type: ignore[no-untyped-def]
     """Turn an :class:`EarshotError` into a one-line message and exit code 2."""
 
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
         try:
             return fn(*args, **kwargs)
@@ -83,6 +85,4 @@ def exit_on_user_error(fn):  # type: ignore[no-untyped-def]
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
