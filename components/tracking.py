@@ -71,17 +71,26 @@ def dvc_lock_hashes(root: Path) -> dict[str, str]:
     return out
 
 
+def _tag_path(path: Path, root: Path) -> str:
+    """The path as written in dvc.yaml (relative to the project) or, outside it, absolute."""
+    path = path if path.is_absolute() else root / path
+    path = Path(os.path.normpath(path))
+    try:
+        return str(path.relative_to(root.resolve() if path.is_absolute() else root))
+    except ValueError:
+        return str(path).lstrip("/")
+
+
 def input_hashes(inputs: list[str | Path], root: Path) -> dict[str, str]:
     """Content hash of each input: DVC's hash when dvc.lock has it, else computed here."""
     known = dvc_lock_hashes(root)
     hashes = {}
     for p in inputs:
-        rel = os.path.relpath(Path(p).resolve(), root) if Path(p).is_absolute() else str(p)
-        rel = rel.rstrip("/")
+        rel = _tag_path(Path(p), root)
         if rel in known:
             hashes[rel] = f"md5:{known[rel]}"
-        elif (root / rel).exists():
-            hashes[rel] = f"sha256:{hash_tree(root / rel)[:32]}"
+        elif (path := Path(p) if Path(p).is_absolute() else root / p).exists():
+            hashes[rel] = f"sha256:{hash_tree(path)[:32]}"
     return hashes
 
 

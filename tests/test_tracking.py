@@ -55,3 +55,20 @@ def test_tracking_disabled_records_locally(tmp_path: Path):
         run.log_metrics({"kept": 2})
     assert run.run_id is None and run.metrics == {"kept": 2.0}
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_inputs_outside_the_project_are_tagged(tmp_path: Path):
+    root = tmp_path / "project"
+    root.mkdir()
+    outside = tmp_path / "elsewhere" / "raw"
+    outside.mkdir(parents=True)
+    (outside / "a").write_text("a")
+    (root / "data").mkdir()
+    (root / "data" / "b").write_text("b")
+    hashes = input_hashes([outside, "data", root / "data"], root)
+    assert set(hashes) == {str(outside).lstrip("/"), "data"}
+    params = tiny_params(tmp_path)
+    with stage_run("faces", params, inputs=[outside], root=root) as run:
+        pass
+    mlflow.set_tracking_uri(params.tracking.uri)
+    assert f"input.{str(outside).lstrip('/')}" in mlflow.get_run(run.run_id).data.tags
