@@ -110,3 +110,15 @@ def test_outcome_reject_for_pre_item_checks():
     out = Outcome("download")
     out.reject("row 3", "bad_manifest_row", "speaker_id '../x' escapes the data folder")
     assert json.loads(out.quarantine_frame().to_json(orient="records"))[0]["reason"] == "bad_manifest_row"
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path: Path):
+    import os
+    import stat
+
+    from components.io import write_bytes_atomic
+
+    write_bytes_atomic(tmp_path / "f.bin", b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
