@@ -292,6 +292,17 @@ def test_a_still_mouth_gives_no_confident_offset():
     assert est.confidence < 0.05
 
 
+def test_a_peak_on_the_edge_of_the_search_range_is_not_trusted():
+    """A maximum at the last searched lag is no peak: confidence 0 (no shift, no rejection)."""
+    rng = np.random.default_rng(0)
+    visual = rng.normal(size=50)
+    audio = np.roll(visual, 15) + 0.1 * rng.normal(size=50)  # "late by 15": at the range's edge
+    est = estimate_offset(visual, audio, 15, FPS)
+    assert est.offset_frames == 15 and est.confidence == 0.0
+    inside = estimate_offset(visual, np.roll(visual, 4) + 0.1 * rng.normal(size=50), 15, FPS)
+    assert inside.offset_frames == 4 and inside.confidence > 0.3
+
+
 def test_align_audio_advances_late_audio_and_fixes_the_length():
     audio = np.arange(SR, dtype=np.float32)  # 1 s = 25 frames
     out = align_audio(audio, 2, n_frames=30, fps=FPS, sr=SR)  # audio late by 2 frames

@@ -204,11 +204,19 @@ def sync_curve(visual: np.ndarray, audio_env: np.ndarray, max_lag: int, fps: flo
 
 
 def estimate_offset(visual: np.ndarray, audio_env: np.ndarray, max_lag: int, fps: float) -> SyncEstimate:
-    """The lag (frames) at the correlation peak, with its confidence (0 if too short)."""
+    """The lag (frames) at the correlation peak, with its confidence.
+
+    Confidence is 0 when the clip is too short, and when the maximum sits on either end
+    of the searched range: that is no peak (the curve still rises past the range), and at
+    the extreme lags the correlation rests on the fewest frames, so a noisy short clip
+    "wins" there easily. Such an estimate shifts nothing and rejects nothing.
+    """
     lags, curve = sync_curve(visual, audio_env, max_lag, fps)
-    if len(curve) < 2:
+    if len(curve) < 3:
         return SyncEstimate(0, 0.0, lags, curve)
     best = int(np.argmax(curve))
+    if best in (0, len(curve) - 1):
+        return SyncEstimate(int(lags[best]), 0.0, lags, curve)
     return SyncEstimate(int(lags[best]), float(curve[best] - np.median(curve)), lags, curve)
 
 
