@@ -103,6 +103,7 @@ class AudioParams(Section):
     max_offset_frames: int = Field(15, ge=0, description="search range of the audio-video offset")
     offset_tolerance_frames: int = Field(6, ge=0, description="shift within this, reject beyond")
     min_sync_confidence: float = Field(0.45, ge=0, description="below it the offset estimate is unreliable: no shift")
+    min_reject_confidence: float = Field(0.6, ge=0, description="rejecting a clip (offset beyond tolerance) needs this much")
     speaker_check: bool = True
     speaker_threshold: float = Field(0.6, ge=-1, le=1, description="min cosine to the speaker's other clips")
 
@@ -120,6 +121,121 @@ class ReportParams(Section):
     contact_sheet_clips: int = Field(24, ge=1)
 
 
+class FaceSRParams(Section):
+    """Shared by the five face-SR training stages (``train_g`` ... ``train_fusion``): which
+    networks, where they train, how the training split is fed. Not a stage itself."""
+
+    preset: Literal["small", "paper"] = Field("small", description="components.models preset")
+    overrides: dict[str, Any] = Field({}, description="ModelConfig fields changed from the preset, "
+                                                      "e.g. {resolution: 32} (hr_size follows resolution)")
+    seed: int = Field(0, description="network init, data order and sampling noise")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="GPU only: bf16 autocast (fp16 + loss scaling where bf16 is missing)")
+    channels_last: bool = Field(True, description="NHWC convolutions (GPU tensor cores; ~20% faster on CPU too)")
+    threads: int = Field(2, ge=1, description="CPU torch threads per process")
+    cache_frames_per_clip: int = Field(
+        8, ge=0, description="frames per training clip decoded once into memory (with their spectrograms); "
+                             "0 streams the shards instead (large data, GPU)")
+    num_workers: int = Field(2, ge=0, description="DataLoader processes decoding the shards (cache or stream)")
+    shuffle_buffer: int = Field(256, ge=1, description="samples mixed by the streaming dataset")
+    out_dir: str = Field("models/face_sr", description="stage folders <out_dir>/<stage>/ (dvc.yaml outs)")
+
+
+class TrainStageParams(Section):
+    """What every face-SR training stage has: optimisation length, Adam, and cadences."""
+
+    steps: int = Field(ge=1, description="optimisation steps (raise it to continue a finished run)")
+    batch_size: int = Field(16, ge=1, description="per process (DDP ranks each take a batch)")
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    log_every: int = Field(25, ge=1, description="MLflow metrics and metrics.tsv rows (window means)")
+    sample_every: int = Field(200, ge=1, description="PNG grids input | output | target")
+    checkpoint_every: int = Field(100, ge=1, description="checkpoint.pt for resuming after a kill")
+
+
+class TrainGParams(TrainStageParams):
+    """G + D: non-saturating logistic GAN, lazy R1, optional path length, EMA of G."""
+
+    steps: int = Field(600, ge=1)
+    lr: float = 2.5e-3
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = Field(0.05, ge=0, description="R1 weight (StyleGAN2: 2e-4 * resolution^2 / batch)")
+    r1_every: int = Field(16, ge=1, description="lazy R1: every k D steps, scaled by k")
+    pl_weight: float = Field(0.0, ge=0, description="path-length regulariser weight (0: off)")
+    pl_every: int = Field(4, ge=1)
+    ema_kimg: float = Field(5.0, gt=0, description="half-life of the G EMA, thousands of images")
+    ema_rampup: float | None = Field(0.05, gt=0, description="half-life at most this fraction of images seen")
+
+
+class TrainEhParams(TrainStageParams):
+    """Eh inverts G (reconstruction + perceptual, optional latent cycle); G fine-tuned slowly."""
+
+    steps: int = Field(400, ge=1)
+    g_lr: float = Field(1e-4, ge=0, description="lr of the G fine-tune (0 freezes G)")
+    w_rec: float = Field(1.0, ge=0)
+    w_perc: float = Field(1.0, ge=0)
+    w_latent: float = Field(0.0, ge=0, description="latent cycle |Eh(G(z)) - z|^2 on random codes")
+
+
+class TrainElParams(TrainStageParams):
+    """El: 8x8 face -> code; image loss through the frozen G + latent loss to Eh's code."""
+
+    steps: int = Field(400, ge=1)
+    w_rec: float = Field(1.0, ge=0)
+    w_perc: float = Field(1.0, ge=0)
+    w_latent: float = Field(1.0, ge=0)
+
+
+class TrainEaParams(TrainStageParams):
+    """Ea: 4 s of speech -> Eh's code of the same person's face (latent regression)."""
+
+    steps: int = Field(400, ge=1)
+    w_latent: float = Field(1.0, ge=0)
+    w_rec: float = Field(0.0, ge=0, description="optional image loss through G (costs a G pass)")
+    w_perc: float = Field(0.0, ge=0)
+
+
+class TrainFusionParams(TrainStageParams):
+    """F fuses El's and Ea's codes (both frozen) into a code G decodes into the high-res face."""
+
+    steps: int = Field(300, ge=1)
+    w_rec: float = Field(1.0, ge=0)
+    w_perc: float = Field(1.0, ge=0)
+    w_latent: float = Field(1.0, ge=0)
+
+
+class EvaluatorsParams(Section):
+    """The judge of face-SR outputs: a CNN trained on the high-res training faces
+    (components/evaluation/evaluators.py), at the face-SR model's resolution."""
+
+    frames_per_clip: int = Field(8, ge=1, description="random frames drawn from each training clip")
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    width: int = Field(32, ge=4, description="channels of the first conv (doubling per scale, up to 8x)")
+    embedding_dim: int = Field(128, ge=8)
+    age_weight: float = Field(1.0, ge=0)
+    seed: int = 0
+    face_recognition_path: str | None = Field(
+        None, description="ONNX face-recognition model (N, 3, 112, 112) RGB in [-1, 1] -> embedding "
+                          "(e.g. ArcFace), used for the identity embedding instead of the trained one")
+
+
+class EvaluateParams(Section):
+    """Comparison of face-SR methods on the test splits (components/evaluation/face_sr_eval.py)."""
+
+    batch_size: int = Field(32, ge=1)
+    grid_samples: int = Field(8, ge=1, description="rows of grid_<split>.png")
+    mix_faces: int = Field(4, ge=1, description="rows (low-res faces) of mixing_<split>.png")
+    mix_voices: int = Field(6, ge=1, description="columns (voices of different speakers) of mixing_<split>.png")
+    seed: int = Field(0, description="draws the mismatched voices and the figure samples")
+    lpips_alexnet_path: str | None = Field(
+        None, description="torchvision's alexnet-owt-7be5be79.pth for LPIPS; null: the torch hub cache, "
+                          "else LPIPS is skipped")
+    out_dir: str = Field("results/face_sr", description="metrics.json, results.md and figures (dvc.yaml outs)")
+
+
 class Params(Section):
     common: CommonParams = CommonParams()
     tracking: TrackingParams = TrackingParams()
@@ -128,6 +244,14 @@ class Params(Section):
     audio: AudioParams = AudioParams()
     shards: ShardsParams = ShardsParams()
     report: ReportParams = ReportParams()
+    face_sr: FaceSRParams = FaceSRParams()
+    train_g: TrainGParams = TrainGParams()
+    train_eh: TrainEhParams = TrainEhParams()
+    train_el: TrainElParams = TrainElParams()
+    train_ea: TrainEaParams = TrainEaParams()
+    train_fusion: TrainFusionParams = TrainFusionParams()
+    evaluators: EvaluatorsParams = EvaluatorsParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     def data_path(self, *parts: str) -> Path:
         return Path(self.common.data_dir).joinpath(*parts)

@@ -41,9 +41,20 @@ def resolve_tracking_uri(cfg: TrackingParams, root: Path | None = None) -> str:
     return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
 
 
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside its database (``<db folder>/mlartifacts``);
+    a tracking server decides for itself (None)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
 def git_info(root: Path) -> dict[str, str]:
     def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        except OSError:  # no git, or no such folder: no git tags
+            return ""
         return out.stdout.strip() if out.returncode == 0 else ""
 
     sha = git("rev-parse", "HEAD")
@@ -167,10 +178,9 @@ def stage_run(
     # Quiet the per-process MLflow banner and the hub lookups of optional integrations.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking, root))
-    experiment = mlflow.get_experiment_by_name(params.tracking.experiment)
-    if experiment is None:
-        artifacts = (root / "mlartifacts").resolve().as_uri()
-        mlflow.create_experiment(params.tracking.experiment, artifact_location=artifacts)
+    uri = resolve_tracking_uri(params.tracking, root)
+    if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
+        mlflow.create_experiment(params.tracking.experiment, artifact_location=artifact_location(uri))
     mlflow.set_experiment(params.tracking.experiment)
     section = getattr(params, stage, None) if section is None else section
     logged: dict[str, Any] = {"common": params.common.model_dump(mode="json")}

@@ -136,3 +136,12 @@ def test_data_tour_notebook_runs_headless(synthetic_run, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the sample figure was not drawn"
+
+
+def test_report_of_a_run_that_kept_nothing(tmp_path: Path):
+    from components.data.report import build_report
+
+    metrics = build_report(tmp_path / "data", tmp_path / "report")
+    assert metrics == {}
+    for name in ("report.md", "metrics.json", "contact_sheet.png", "sync.png"):
+        assert (tmp_path / "report" / name).exists(), name

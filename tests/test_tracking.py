@@ -72,3 +72,16 @@ def test_inputs_outside_the_project_are_tagged(tmp_path: Path):
         pass
     mlflow.set_tracking_uri(params.tracking.uri)
     assert f"input.{str(outside).lstrip('/')}" in mlflow.get_run(run.run_id).data.tags
+
+
+def test_artifacts_live_beside_the_sqlite_database(tmp_path: Path):
+    from components.tracking import artifact_location
+
+    assert artifact_location(f"sqlite:///{tmp_path}/db/mlflow.db") == (tmp_path / "db" / "mlartifacts").as_uri()
+    assert artifact_location("http://127.0.0.1:5000") is None
+    params = tiny_params(tmp_path)
+    with stage_run("report", params, root=tmp_path / "elsewhere") as run:
+        (tmp_path / "a.txt").write_text("a")
+        run.log_artifact(tmp_path / "a.txt")
+    assert list((tmp_path / "mlartifacts").rglob("a.txt"))
+    assert not (tmp_path / "elsewhere").exists()

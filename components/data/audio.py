@@ -10,9 +10,11 @@ Inputs are the clips that survived ``faces`` (``data/faces/index.parquet``, crop
 2. find speech (silero-vad or pyannote, ``audio.vad``); reject ``silence`` when the
    clip has less than ``audio.min_speech_seconds`` of it;
 3. estimate the audio-video offset from the mouth in the face crop against the audio
-   energy (:mod:`components.audio.sync`). A confident estimate beyond
-   ``audio.offset_tolerance_frames`` is rejected (``offset_too_large``); within it the
-   audio is shifted; an unconfident one (``audio.min_sync_confidence``) shifts nothing;
+   energy (:mod:`components.audio.sync`). An estimate beyond
+   ``audio.offset_tolerance_frames`` is rejected (``offset_too_large``) only when its
+   confidence reaches ``audio.min_reject_confidence`` (losing a clip needs a clear peak);
+   within tolerance the audio is shifted when the confidence reaches
+   ``audio.min_sync_confidence``; anything less certain shifts nothing;
 4. write ``<key>.wav``: the aligned audio, exactly ``n_frames / fps`` seconds, in step
    with ``data/faces/<key>.mp4``; embed its voice (resemblyzer).
 
@@ -122,6 +124,9 @@ def process_clip(item: Item, *, cfg: AudioParams, sample_rate: int, out_dir: str
     sync = estimate_offset(visual, audio_envelope(audio, sr, fps), cfg.max_offset_frames, fps)
     reliable = sync.confidence >= cfg.min_sync_confidence
     offset = sync.offset_frames if reliable else 0
+    if abs(offset) > cfg.offset_tolerance_frames and sync.confidence < cfg.min_reject_confidence:
+        # Beyond tolerance but not certain enough to lose the clip: keep it as it is.
+        reliable, offset = False, 0
     if abs(offset) > cfg.offset_tolerance_frames:
         side = "late" if offset > 0 else "early"
         raise Rejected("offset_too_large", f"{key}: audio {side} by {abs(offset)} frames "

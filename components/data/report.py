@@ -141,6 +141,16 @@ def sync_plot(data_dir: Path, path: Path, n_clips: int = 3, fps: int = 25) -> bo
     return True
 
 
+def _nothing_to_show(path: Path, text: str) -> None:
+    """A small picture saying why there is no picture (a run that kept no clip)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (480, 60), "white")
+    ImageDraw.Draw(img).text((10, 22), text, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_none_\n"
@@ -161,7 +171,11 @@ def build_report(data_dir: str | Path, out_dir: str | Path, *, contact_sheet_cli
                if len(rejected) else pd.DataFrame(columns=["stage", "reason", "items"]))
     seconds = durations(data_dir)
     n_sheet = contact_sheet(data_dir / "shards", out_dir / "contact_sheet.png", n=contact_sheet_clips)
+    if not n_sheet:
+        _nothing_to_show(out_dir / "contact_sheet.png", "no clip reached the shards: see the rejections")
     has_sync = sync_plot(data_dir, out_dir / "sync.png", fps=fps)
+    if not has_sync:
+        _nothing_to_show(out_dir / "sync.png", "no clip passed the audio stage: see the rejections")
 
     metrics: dict[str, Any] = {f"{r.stage}.{k}": int(getattr(r, k)) for r in counts.itertuples()
                                for k in ("kept", "rejected")}
