@@ -81,12 +81,12 @@ def contact_sheet(shards_dir: Path, path: Path, n: int = 24, columns: int = 8, t
     picked: list[tuple[str, bytes]] = []
     seen: set[str] = set()
     for f in files:
-        table = pq.read_table(f, columns=["key", "speaker_id", "split", "frames"])
+        table = pq.read_table(f, columns=["key", "speaker_id", "frames"])
         for row in table.to_pylist():
             if row["speaker_id"] in seen and len(files) > 1:
                 continue
             seen.add(row["speaker_id"])
-            picked.append((f"{row['split']}:{row['key']}", row["frames"][len(row["frames"]) // 2]))
+            picked.append((row["key"], row["frames"][len(row["frames"]) // 2]))
             if len(picked) >= n:
                 break
         if len(picked) >= n:
@@ -99,7 +99,7 @@ def contact_sheet(shards_dir: Path, path: Path, n: int = 24, columns: int = 8, t
     for i, (label, jpeg) in enumerate(picked):
         x, y = (i % columns) * tile, (i // columns) * (tile + 14)
         sheet.paste(Image.open(io.BytesIO(jpeg)).convert("RGB").resize((tile, tile)), (x, y))
-        draw.text((x + 2, y + tile + 1), label[-22:], fill="black")
+        draw.text((x + 2, y + tile + 1), label[-24:], fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return len(picked)
