@@ -156,7 +156,7 @@ class TrainStageParams(Section):
 class TrainGParams(TrainStageParams):
     """G + D: non-saturating logistic GAN, lazy R1, optional path length, EMA of G."""
 
-    steps: int = Field(600, ge=1)
+    steps: int = Field(1000, ge=1)
     lr: float = 2.5e-3
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = Field(0.05, ge=0, description="R1 weight (StyleGAN2: 2e-4 * resolution^2 / batch)")
@@ -170,26 +170,27 @@ class TrainGParams(TrainStageParams):
 class TrainEhParams(TrainStageParams):
     """Eh inverts G (reconstruction + perceptual, optional latent cycle); G fine-tuned slowly."""
 
-    steps: int = Field(400, ge=1)
-    g_lr: float = Field(1e-4, ge=0, description="lr of the G fine-tune (0 freezes G)")
+    steps: int = Field(600, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    g_lr: float = Field(1e-3, ge=0, description="lr of the G fine-tune (0 freezes G)")
     w_rec: float = Field(1.0, ge=0)
-    w_perc: float = Field(1.0, ge=0)
+    w_perc: float = Field(0.0, ge=0, description="shift-tolerant LPIPS (see params.yaml)")
     w_latent: float = Field(0.0, ge=0, description="latent cycle |Eh(G(z)) - z|^2 on random codes")
 
 
 class TrainElParams(TrainStageParams):
     """El: 8x8 face -> code; image loss through the frozen G + latent loss to Eh's code."""
 
-    steps: int = Field(400, ge=1)
+    steps: int = Field(300, ge=1)
     w_rec: float = Field(1.0, ge=0)
-    w_perc: float = Field(1.0, ge=0)
+    w_perc: float = Field(0.0, ge=0)
     w_latent: float = Field(1.0, ge=0)
 
 
 class TrainEaParams(TrainStageParams):
     """Ea: 4 s of speech -> Eh's code of the same person's face (latent regression)."""
 
-    steps: int = Field(400, ge=1)
+    steps: int = Field(300, ge=1)
     w_latent: float = Field(1.0, ge=0)
     w_rec: float = Field(0.0, ge=0, description="optional image loss through G (costs a G pass)")
     w_perc: float = Field(0.0, ge=0)
@@ -200,7 +201,7 @@ class TrainFusionParams(TrainStageParams):
 
     steps: int = Field(300, ge=1)
     w_rec: float = Field(1.0, ge=0)
-    w_perc: float = Field(1.0, ge=0)
+    w_perc: float = Field(0.0, ge=0)
     w_latent: float = Field(1.0, ge=0)
 
 
@@ -208,12 +209,12 @@ class EvaluatorsParams(Section):
     """The judge of face-SR outputs: a CNN trained on the high-res training faces
     (components/evaluation/evaluators.py), at the face-SR model's resolution."""
 
-    frames_per_clip: int = Field(8, ge=1, description="random frames drawn from each training clip")
-    steps: int = Field(600, ge=1)
-    batch_size: int = Field(64, ge=2)
+    frames_per_clip: int = Field(4, ge=1, description="random frames drawn from each training clip")
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=2)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
-    width: int = Field(32, ge=4, description="channels of the first conv (doubling per scale, up to 8x)")
+    width: int = Field(24, ge=4, description="channels of the first conv (doubling per scale, up to 8x)")
     embedding_dim: int = Field(128, ge=8)
     age_weight: float = Field(1.0, ge=0)
     seed: int = 0

@@ -93,5 +93,56 @@ def stage(
     module.main(argv)
 
 
+@app.command("face-sr")
+@exit_on_user_error
+def face_sr(
+    image: Annotated[Path, typer.Option("--image", help="face image (8x8, or larger: downscaled), or a folder")],
+    audio: Annotated[Path, typer.Option("--audio", help="voice (any audio/video ffmpeg reads), or a folder")],
+    out: Annotated[Path, typer.Option("--out", help="output PNG, or a folder in batch mode")],
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="trained model folder (default: face_sr.out_dir, what `dvc repro` trains)")] = None,
+    detect: Annotated[bool, typer.Option("--detect", help="find the face with RetinaFace and crop it first")] = False,
+    mix_audio: Annotated[Optional[Path], typer.Option(
+        "--mix-audio", help="a second voice: output input | own voice | this voice side by side")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Super-resolve an 8x8 face with its speaker's voice ("Face SR with an ear").
+
+    A larger image is downscaled to 8x8 as the training faces were; without --detect it
+    must already be a face crop (a non-square image is cut to its centre square). The
+    first 4 s of the audio are used, repeated when shorter. Batch mode: --image DIR
+    --audio DIR --out DIR pairs files by stem (both may be the same folder).
+    """
+    import logging
+
+    from components.errors import EarshotError
+    from components.inference.face_sr import load_face_sr, plan_jobs, resolve_device, run_job
+
+    setup_logging()
+    cfg = _params(params, set_)
+    jobs, unpaired = plan_jobs(image, audio, out, mix_audio)
+    for path in unpaired:
+        logging.getLogger("face-sr").warning("%s: no file with the same stem to pair with: skipped", path)
+    model = load_face_sr(checkpoint or Path(cfg.face_sr.out_dir), resolve_device(device))
+    detector = None
+    if detect:
+        from components.faces.detect import FaceDetector
+
+        detector = FaceDetector(cfg.faces.score_threshold, max_side=640, threads=cfg.face_sr.threads)
+    failed = []
+    for job in jobs:
+        try:
+            typer.echo(run_job(model, job, detector=detector, margin=cfg.faces.margin))
+        except EarshotError as exc:
+            if len(jobs) == 1:
+                raise
+            logging.getLogger("face-sr").error("%s", exc)
+            failed.append(job.image.stem)
+    if failed:
+        raise EarshotError(f"{len(failed)} of {len(jobs)} pairs failed ({', '.join(failed[:5])}): see the errors above")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""Evaluation of face super-resolution: metrics, evaluator networks, the method comparison, figures."""

@@ -1,0 +1,331 @@
+"""The method comparison of "Face super-resolution with an ear" on the test splits.
+
+Every method super-resolves the same test clips: the deterministic evaluation samples
+of :class:`~components.data.dataset.ShardDataset` (each clip's middle frame at the
+model's resolution, its 8x8 degradation, and the 4 s of audio centred on the frame),
+for the splits ``test_seen`` (new clips of training speakers, reported as ``seen``) and
+``test_unseen`` (speakers never trained on, ``unseen``):
+
+* ``bicubic``: the 8x8 input upsampled bicubically (the no-learning baseline);
+* ``image_only``: ``G(El(x_l))``;
+* ``audio_only``: ``G(Ea(a))``, a face from the voice alone;
+* ``fused``: ``G(F(El(x_l), Ea(a)))``, the paper's model;
+* ``mismatched``: ``G(F(El(x_l), Ea(a')))`` with ``a'`` the voice of another speaker
+  of the split, of the other sex where there is one (seeded draw): does the voice
+  steer the face?
+
+Metrics per method (:mod:`components.evaluation.metrics`): ``psnr``, ``ssim``,
+``lpips`` (only when AlexNet's weights are on disk), ``stlpips``; and through the
+evaluator network (:mod:`components.evaluation.evaluators`), always against the
+speaker whose FACE was the input: ``attr_acc`` (predicted sex-like attribute of the
+output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` (seen:
+the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
+does not know: the nearest ground-truth face embedding among the split's faces is the
+speaker's own) and ``id_cos`` (cosine between the output's and the ground truth's
+embeddings). ``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ
+in the attribute, the fraction of outputs whose predicted attribute is the VOICE's.
+
+:func:`evaluate` writes ``metrics.json`` (flat ``<split>.<method>.<metric>`` keys; a
+metric that is skipped or does not apply is absent, never faked), ``results.md`` (the
+table, with the judge's own scores on the true faces as the ceiling), ``grid_<split>.png``,
+``mixing_<split>.png`` and ``ablation.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import track
+from torch import nn
+
+from components.config import EvaluateParams
+from components.evaluation import grids
+from components.evaluation import metrics as M
+from components.evaluation.evaluators import FaceJudge, Judgement, identity_labels, identity_of
+from components.inference.face_sr import FaceSR
+from components.io import write_json_atomic, write_bytes_atomic
+from components.runner import iter_chunks
+
+log = logging.getLogger(__name__)
+
+SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
+METHODS = ("bicubic", "image_only", "audio_only", "fused", "mismatched")
+METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "stlpips": False, "attr_acc": True,
+                    "age_err": False, "id_acc": True, "id_cos": True}
+SEX_NAMES = {0.0: "F", 1.0: "M"}
+
+
+@dataclass
+class EncodedSplit:
+    """One test split in memory: ground truth, inputs, and both encoders' codes.
+
+    Test splits are small (a sixth of the clips by default), and keeping the codes
+    rather than the spectrograms lets any face be paired with any voice cheaply.
+    """
+
+    name: str
+    keys: list[str]
+    hr: torch.Tensor  # (N, 3, R, R)
+    lr: torch.Tensor  # (N, 3, 8, 8)
+    wl: torch.Tensor  # El codes (N, n_latents, latent_dim)
+    wa: torch.Tensor  # Ea codes
+    speaker_ids: np.ndarray
+    identities: np.ndarray  # who each clip shows (evaluators.identity_of)
+    sex: np.ndarray
+    age: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def encode_split(model: FaceSR, name: str, samples: Iterable[dict[str, Any]], batch_size: int) -> EncodedSplit:
+    """Read the split's samples in batches and run El and Ea on them once."""
+    keys: list[str] = []
+    hr, lr, wl, wa, speakers, sex, age = [], [], [], [], [], [], []
+    for chunk in iter_chunks(samples, batch_size):
+        keys += [s["key"] for s in chunk]
+        speakers += [s["speaker_id"] for s in chunk]
+        sex += [float(s.get("attr_sex", np.nan)) for s in chunk]
+        age += [float(s.get("attr_age", np.nan)) for s in chunk]
+        hr.append(torch.stack([s["hr"] for s in chunk]))
+        lr.append(torch.stack([s["lr"] for s in chunk]))
+        wl.append(model.encode_image(lr[-1]).cpu())
+        wa.append(model.encode_audio(torch.stack([s["spec"] for s in chunk])).cpu())
+    res, size, code = model.config.resolution, model.config.lr_size, (model.config.n_latents, model.config.latent_dim)
+
+    def cat(parts: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0, *shape)
+
+    identities = [identity_of(s, k) for s, k in zip(speakers, keys)]
+    return EncodedSplit(name, keys, cat(hr, (3, res, res)), cat(lr, (3, size, size)), cat(wl, code), cat(wa, code),
+                        np.array(speakers, dtype=str), np.array(identities, dtype=str),
+                        np.array(sex, dtype=np.float64), np.array(age, dtype=np.float64))
+
+
+def mismatch_partners(identities: np.ndarray, sex: np.ndarray, seed: int) -> np.ndarray:
+    """For each sample, the index of a voice from another person, of the other sex when
+    the split has one (a seeded draw); the sample itself when the split has one person."""
+    rng = np.random.default_rng(seed)
+    partners = np.arange(len(identities))
+    for i in range(len(identities)):
+        others = identities != identities[i]
+        opposite = others & ~np.isnan(sex) & (sex != sex[i]) if not np.isnan(sex[i]) else np.zeros_like(others)
+        candidates = np.flatnonzero(opposite if opposite.any() else others)
+        if len(candidates):
+            partners[i] = rng.choice(candidates)
+    return partners
+
+
+def method_output(model: FaceSR, data: EncodedSplit, method: str, rows: np.ndarray,
+                  partners: np.ndarray) -> torch.Tensor:
+    """The faces ``method`` makes for samples ``rows`` of the split, on the CPU."""
+    if method == "bicubic":
+        size = model.config.resolution
+        return F.interpolate(data.lr[rows].float(), size=(size, size), mode="bicubic",
+                             align_corners=False).clamp(-1, 1)
+    wl, wa = data.wl[rows].to(model.device), data.wa[rows].to(model.device)
+    if method == "image_only":
+        codes = wl
+    elif method == "audio_only":
+        codes = wa
+    elif method == "fused":
+        codes = model.fuse(wl, wa)
+    elif method == "mismatched":
+        codes = model.fuse(wl, data.wa[partners[rows]].to(model.device))
+    else:
+        raise ValueError(f"unknown method {method!r}: expected one of {METHODS}")
+    return model.generate(codes).cpu()
+
+
+@dataclass
+class Scorers:
+    """The judges of an output: the evaluator, and the perceptual metrics' networks."""
+
+    judge: FaceJudge
+    stlpips: nn.Module  # components.training.losses.PerceptualLoss
+    lpips: nn.Module | None = None  # None: AlexNet weights unavailable, LPIPS skipped
+
+
+def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, closed_set: bool,
+                   labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample attribute and identity metrics of outputs judged as ``judgement``,
+    against the true speaker of each input face (see the module docstring)."""
+    if closed_set:
+        id_hits = M.closed_set_hits(judgement.id_logits, labels)
+    else:
+        id_hits = M.nearest_gallery_hits(judgement.embedding, truth.embedding, data.identities, data.identities)
+    return {"attr_acc": M.binary_hits(judgement.sex, data.sex), "age_err": M.abs_error(judgement.age, data.age),
+            "id_acc": id_hits, "id_cos": M.rowwise_cosine(judgement.embedding, truth.embedding)}
+
+
+def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: np.ndarray, batch_size: int, *,
+                progress: bool = False) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per-sample metrics of every method, and of the ground truth itself: how well the
+    judge reads true faces, the ceiling of its verdicts on outputs (attributes, and
+    closed-set identity; the other identity metrics compare a face with itself there)."""
+    closed_set = data.name == "seen"  # seen speakers are the evaluator's identity classes
+    labels = identity_labels(data.speaker_ids.tolist(), scorers.judge.speakers)
+    truth = scorers.judge(data.hr)
+    meaningful = ("attr_acc", "age_err", "id_acc") if closed_set else ("attr_acc", "age_err")
+    reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
+    per_method: dict[str, dict[str, np.ndarray]] = {}
+    for method in track(METHODS, description=f"evaluate {data.name}", disable=not progress):
+        pixel: dict[str, list[np.ndarray]] = {"psnr": [], "ssim": [], "stlpips": [], "lpips": []}
+        outputs = []
+        for rows in iter_chunks(range(len(data)), batch_size):
+            rows = np.asarray(rows)
+            out, target = method_output(model, data, method, rows, partners), data.hr[rows]
+            pixel["psnr"].append(M.psnr(out, target).numpy())
+            pixel["ssim"].append(M.ssim(out, target).numpy())
+            pixel["stlpips"].append(M.stlpips(scorers.stlpips, out, target).numpy())
+            if scorers.lpips is not None:
+                pixel["lpips"].append(M.lpips_distance(scorers.lpips, out, target).numpy())
+            outputs.append(out)
+        judgement = scorers.judge(torch.cat(outputs))
+        scores = {k: np.concatenate(v) for k, v in pixel.items() if v}
+        scores |= judged_metrics(judgement, data, truth, closed_set, labels)
+        if method == "mismatched":
+            scores["follows_audio"] = M.follows_audio(judgement.sex, data.sex, data.sex[partners])
+        per_method[method] = scores
+        log.info("%s %s: %s", data.name, method,
+                 {k: None if (v := M.nanmean(s)) is None else round(v, 4) for k, s in scores.items()})
+    return per_method, reference
+
+
+def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Flat ``<split>.<method>.<metric>`` means; metrics without any known value are left out."""
+    out = {}
+    for method, scores in per_method.items():
+        for metric, values in scores.items():
+            mean = M.nanmean(values)
+            if mean is not None:
+                out[f"{split}.{method}.{metric}"] = round(mean, 6)
+    return out
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def pick_faces(identities: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` samples, one per person first (people in a seeded order)."""
+    rng = np.random.default_rng(seed)
+    people = rng.permutation(np.unique(identities)) if len(identities) else np.array([], dtype=str)
+    first = [int(np.flatnonzero(identities == p)[0]) for p in people]
+    chosen = set(first)
+    return np.array((first + [i for i in range(len(identities)) if i not in chosen])[:n], dtype=np.int64)
+
+
+def pick_voices(identities: np.ndarray, sex: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` voices of different people, alternating the sexes while both last."""
+    female: list[int] = []
+    male: list[int] = []
+    unknown: list[int] = []
+    for i in pick_faces(identities, len(identities), seed + 1)[:len(np.unique(identities))]:
+        (female if sex[i] == 0 else male if sex[i] == 1 else unknown).append(int(i))
+    k = min(len(female), len(male))
+    mixed = [i for pair in zip(female, male) for i in pair]
+    return np.array((mixed + female[k:] + male[k:] + unknown)[:n], dtype=np.int64)
+
+
+def _label(data: EncodedSplit, i: int) -> str:
+    return f"{data.identities[i]} ({SEX_NAMES.get(float(data.sex[i]), '?')})"
+
+
+def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: EvaluateParams,
+                 partners: np.ndarray) -> None:
+    """``grid_<split>.png`` and ``mixing_<split>.png`` of one split."""
+    res = model.config.resolution
+    rows = pick_faces(data.identities, cfg.grid_samples, cfg.seed)
+    columns = {"8x8 input": grids.nearest_up(data.lr[rows], res)}
+    for title, method in (("bicubic", "bicubic"), ("image only", "image_only"), ("fused", "fused")):
+        columns[title] = method_output(model, data, method, rows, partners)
+    columns["ground truth"] = data.hr[rows]
+    grids.sample_grid(columns, out_dir / f"grid_{data.name}.png", title=f"{data.name} speakers",
+                      row_labels=[_label(data, int(i)) for i in rows])
+    faces = pick_faces(data.identities, cfg.mix_faces, cfg.seed + 2)
+    voices = pick_voices(data.identities, data.sex, cfg.mix_voices, cfg.seed)
+    wa = data.wa[voices].to(model.device)
+    mixed = torch.stack([model.generate(model.fuse(data.wl[[int(i)] * len(voices)].to(model.device), wa)).cpu()
+                         for i in faces])
+    grids.mixing_grid(grids.nearest_up(data.lr[faces], res), mixed, [f"voice {_label(data, int(v))}" for v in voices],
+                      out_dir / f"mixing_{data.name}.png",
+                      title=f"{data.name}: each row's face with the voice of each column",
+                      row_labels=[_label(data, int(i)) for i in faces])
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def results_table(metrics: Mapping[str, float], reference: Mapping[str, Mapping[str, float | None]],
+                  counts: Mapping[str, tuple[int, int]], notes: Iterable[str]) -> str:
+    """``results.md``: rows split x method (+ the judge's ceiling on true faces), columns metrics."""
+    arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
+    lines = ["# Face super-resolution with an ear: evaluation", ""]
+    for split, (n, speakers) in counts.items():
+        lines.append(f"- **{split}** ({SPLITS[split]}): {n} clips of {speakers} people")
+    lines += ["", "| split | method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
+              "|---|---|" + "---:|" * len(METRICS)]
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for split in counts:
+        ceiling = reference.get(split, {})
+        lines.append(f"| {split} | *ground truth (judge)* | " +
+                     " | ".join(cell(ceiling.get(m)) if m in ceiling else "" for m in METRICS) + " |")
+        for method in METHODS:
+            lines.append(f"| {split} | {method} | " +
+                         " | ".join(cell(metrics.get(f"{split}.{method}.{m}")) for m in METRICS) + " |")
+    lines += ["", "**follows_audio** (mismatched voices of the other sex: fraction of outputs whose predicted "
+              "sex-like attribute is the voice's, not the face's): " +
+              ", ".join(f"{s} {cell(metrics.get(f'{s}.mismatched.follows_audio'))}" for s in counts), ""]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], Iterable[dict[str, Any]]]],
+             out_dir: str | Path, cfg: EvaluateParams, notes: Iterable[str] = (), *,
+             progress: bool = False) -> dict[str, float]:
+    """Run the comparison and write every output (see the module docstring).
+
+    ``splits`` maps ``seen``/``unseen`` to a function giving that split's evaluation
+    samples (a :class:`ShardDataset` in eval mode); an empty split is reported as such.
+    Returns the flat metrics.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    reference: dict[str, dict[str, float | None]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for name, samples in splits.items():
+        data = encode_split(model, name, samples(), cfg.batch_size)
+        counts[name] = (len(data), len(np.unique(data.identities)))
+        if not len(data):
+            log.warning("%s (%s): no clips: nothing to evaluate", name, SPLITS[name])
+            for figure in (f"grid_{name}.png", f"mixing_{name}.png"):  # declared outputs: say why they are blank
+                grids.message_figure(f"no clips in the {SPLITS[name]} split", out_dir / figure)
+            continue
+        partners = mismatch_partners(data.identities, data.sex, cfg.seed)
+        per_method, truth = score_split(model, scorers, data, partners, cfg.batch_size, progress=progress)
+        metrics |= summarize(name, per_method)
+        reference[name] = {k: M.nanmean(v) for k, v in truth.items()}
+        draw_figures(model, data, out_dir, cfg, partners)
+    notes = list(notes)
+    if scorers.lpips is None:
+        notes.append("LPIPS (AlexNet) skipped: its ImageNet weights are not on disk (set evaluate.lpips_alexnet_path "
+                     "to torchvision's alexnet-owt-7be5be79.pth); stlpips is the shift-tolerant LPIPS.")
+    notes += ["attr_acc, age_err, id_acc, id_cos: judged by the evaluator network against the speaker whose face "
+              "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and "
+              "nearest-ground-truth-face identification among the split's faces on unseen speakers."]
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_bytes_atomic(out_dir / "results.md", results_table(metrics, reference, counts, notes).encode())
+    grids.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=METHODS, names=METRICS)
+    return metrics

@@ -1,0 +1,138 @@
+"""Figures of the face-SR evaluation: sample grids, voice mixing, the ablation bars.
+
+Pure functions from tensors / metric dicts to PNG files (matplotlib, Agg backend,
+written atomically). Images are (N, 3, H, W) in [-1, 1]; an 8x8 input is shown
+nearest-neighbour upscaled so its pixels stay visible as pixels, which is what the
+networks actually get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from components.io import atomic_path
+
+CELL_INCHES = 1.25
+
+
+def nearest_up(img: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, s, s) -> (N, 3, size, size) by pixel repetition (no smoothing)."""
+    return F.interpolate(img.float(), size=(size, size), mode="nearest")
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (N, 3, H, W) in [-1, 1] -> HxWx3 (or NxHxWx3) uint8."""
+    x = img.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def _figure(rows: int, cols: int):  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * CELL_INCHES, rows * CELL_INCHES + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    return plt, fig, axes
+
+
+def _save(plt, fig, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    path = Path(path)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def sample_grid(columns: Mapping[str, torch.Tensor], path: str | Path, *, title: str = "",
+                row_labels: Sequence[str] | None = None) -> Path:
+    """Rows are samples, columns the named image sets (all (N, 3, H, W), same N)."""
+    names = list(columns)
+    n = len(next(iter(columns.values())))
+    if any(len(v) != n for v in columns.values()):
+        raise ValueError("every column needs the same number of images")
+    plt, fig, axes = _figure(max(n, 1), len(names))
+    for c, name in enumerate(names):
+        axes[0, c].set_title(name, fontsize=8)
+        for r, img in enumerate(columns[name]):
+            axes[r, c].imshow(to_uint8(img), interpolation="nearest")
+    for r, label in enumerate(row_labels or []):
+        axes[r, 0].set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def mixing_grid(inputs: torch.Tensor, outputs: torch.Tensor, voice_labels: Sequence[str], path: str | Path, *,
+                title: str = "", row_labels: Sequence[str] | None = None) -> Path:
+    """Rows: low-res faces; first column the input, then one column per voice.
+
+    ``inputs`` (R, 3, H, W) (already upscaled for display), ``outputs`` (R, V, 3, H, W):
+    the face of row r super-resolved with voice v.
+    """
+    rows, voices = outputs.shape[:2]
+    if len(voice_labels) != voices or len(inputs) != rows:
+        raise ValueError(f"{rows} x {voices} outputs need {rows} inputs and {voices} voice labels")
+    plt, fig, axes = _figure(max(rows, 1), voices + 1)
+    axes[0, 0].set_title("input", fontsize=8)
+    for v, label in enumerate(voice_labels):
+        axes[0, v + 1].set_title(label, fontsize=7)
+    for r in range(rows):
+        axes[r, 0].imshow(to_uint8(inputs[r]), interpolation="nearest")
+        for v in range(voices):
+            axes[r, v + 1].imshow(to_uint8(outputs[r, v]), interpolation="nearest")
+    for r, label in enumerate(row_labels or []):
+        axes[r, 0].set_ylabel(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(plt, fig, path)
+
+
+def ablation_plot(metrics: Mapping[str, float], path: str | Path, *, splits: Sequence[str], methods: Sequence[str],
+                  names: Sequence[str]) -> Path:
+    """One panel per metric, bars per method, one bar colour per split.
+
+    ``metrics`` maps ``<split>.<method>.<metric>`` to a value; missing entries (a metric
+    that was skipped or does not apply) leave a gap.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [m for m in names if any(f"{s}.{meth}.{m}" in metrics for s in splits for meth in methods)]
+    cols = min(max(len(shown), 1), 4)
+    rows = -(-max(len(shown), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    x = np.arange(len(methods))
+    width = 0.8 / max(len(splits), 1)
+    for ax, metric in zip(axes.flat, shown):
+        for i, split in enumerate(splits):
+            values = [metrics.get(f"{split}.{meth}.{metric}", np.nan) for meth in methods]
+            ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+        ax.set_title(metric, fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(methods, fontsize=7, rotation=30, ha="right")
+        ax.tick_params(axis="y", labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def message_figure(text: str, path: str | Path) -> Path:
+    """A small figure that only says ``text`` (e.g. why a declared figure has no images)."""
+    plt, fig, axes = _figure(1, 3)
+    axes[0, 1].text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
+    return _save(plt, fig, path)

@@ -1,0 +1,1 @@
+"""Inference with the trained models (``earshot face-sr``, the evaluation stage, benchmarks)."""

@@ -1,0 +1,291 @@
+"""Super-resolve faces with the trained networks of "Face SR with an ear".
+
+:class:`FaceSR` holds the four networks inference needs, G, El, Ea and F, loaded from
+the ``model.pt`` of the last training stage, ``models/face_sr/train_fusion/``
+(:func:`load_face_sr`), and runs the paper's methods on batches: image only
+``G(El(x_l))``, audio only ``G(Ea(a))`` and fused ``G(F(El(x_l), Ea(a)))``. The
+evaluation stage, the ``earshot face-sr`` command and the inference benchmark all go
+through it.
+
+Inputs from files, prepared exactly as the training samples were
+(:mod:`components.data.dataset`):
+
+* a face (:func:`face_input`): an image of ``lr_size`` (8x8) is used as it is. A larger
+  one is brought to the model's resolution and then degraded to 8x8 by antialiased
+  bicubic resampling, as the training inputs were made from the training crops. With
+  ``detect`` the face is first found by RetinaFace and cut out with the faces stage's
+  square crop (``faces.margin`` around the box); without it the image must already be
+  a face crop framed like the training crops (a non-square image is cut to its
+  centre square).
+* a voice (:func:`voice_input`): any file ffmpeg decodes, resampled to 16 kHz mono;
+  the first ``audio_seconds`` (4 s) are used, a shorter recording is repeated to fill
+  them (as in training), and digital silence or an empty file is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.data.features import SPEC_SAMPLE_RATE, degrade, face_sr_spectrogram, resize, to_float_image
+from components.errors import EarshotError
+from components.evaluation.grids import nearest_up, to_uint8
+from components.io import atomic_path
+from components.models import ModelConfig
+from components.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_networks
+
+if TYPE_CHECKING:  # onnxruntime and OpenCV load only when a face is to be detected
+    from components.faces.detect import FaceDetector
+
+FINAL_STAGE = "train_fusion"
+"""The stage whose ``model.pt`` holds every network inference needs (G as fine-tuned
+with Eh, El, Ea and F: the set F was trained with)."""
+NETWORKS = ("G", "El", "Ea", "F")
+
+
+@dataclass
+class FaceSR:
+    """G, El, Ea and F of one trained model, in eval mode on ``device``."""
+
+    networks: dict[str, nn.Module]
+    config: ModelConfig
+    device: torch.device
+
+    def to(self, device: str | torch.device) -> FaceSR:
+        device = torch.device(device)
+        return FaceSR({k: v.to(device) for k, v in self.networks.items()}, self.config, device)
+
+    @torch.inference_mode()
+    def encode_image(self, lr: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 8, 8) in [-1, 1] -> El's code (B, n_latents, latent_dim)."""
+        return self.networks["El"](lr.to(self.device, torch.float32))
+
+    @torch.inference_mode()
+    def encode_audio(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 257, 257) spectrograms -> Ea's code."""
+        return self.networks["Ea"](spec.to(self.device, torch.float32))
+
+    @torch.inference_mode()
+    def fuse(self, wl: torch.Tensor, wa: torch.Tensor) -> torch.Tensor:
+        return self.networks["F"](wl, wa)
+
+    @torch.inference_mode()
+    def generate(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes -> faces (B, 3, R, R), clamped to [-1, 1] (they are final images here)."""
+        return self.networks["G"](codes).clamp(-1.0, 1.0)
+
+    def image_only(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.generate(self.encode_image(lr))
+
+    def audio_only(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.generate(self.encode_audio(spec))
+
+    def fused(self, lr: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        return self.generate(self.fuse(self.encode_image(lr), self.encode_audio(spec)))
+
+
+def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu", *,
+                 expect_config: ModelConfig | None = None) -> FaceSR:
+    """The networks of the model trained into ``checkpoint_dir`` (``models/face_sr``).
+
+    They are rebuilt from ``<checkpoint_dir>/train_fusion/model.pt`` with the
+    architecture that file records, loaded with ``weights_only=True``. Raises
+    :class:`~components.training.checkpoint.CheckpointError` naming the file when it is
+    missing (train with ``dvc repro``), is not an earshot face-SR model file, is of
+    another format version or stage, or (with ``expect_config``) was made for another
+    model than the params describe.
+    """
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: no trained face-SR model here: run `dvc repro` to train one "
+                              f"(or pass the folder holding {FINAL_STAGE}/model.pt)")
+    path = root / FINAL_STAGE / "model.pt"
+    config = checkpoint_config(load_checkpoint(path, expect_stage=FINAL_STAGE, expect_kind="model",
+                                               expect_config=expect_config))
+    networks = load_networks(path, NETWORKS, expect_stage=FINAL_STAGE, expect_config=config)
+    device = torch.device(device)
+    return FaceSR({k: v.to(device) for k, v in networks.items()}, config, device)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: CUDA when torch sees a GPU, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EarshotError("--device cuda: torch sees no CUDA device")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- inputs from files
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as HxWx3 RGB uint8; a one-line error naming ``path`` otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EarshotError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EarshotError(f"{path}: not an image ({type(exc).__name__})") from None
+
+
+def face_input(image: np.ndarray, config: ModelConfig, *, name: str = "image", detector: FaceDetector | None = None,
+               margin: float = 0.35) -> torch.Tensor:
+    """The (3, lr_size, lr_size) network input in [-1, 1] for an HxWx3 uint8 face image.
+
+    ``detector``: a :class:`~components.faces.detect.FaceDetector`; when given (and the
+    image is not already low-res), the best-scoring face is cropped as the faces stage
+    crops it, and an image without a face is an error naming ``name``.
+    """
+    size = config.lr_size
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return to_float_image(image)
+    if min(height, width) < size:
+        raise EarshotError(f"{name}: {width}x{height} is smaller than the {size}x{size} model input")
+    if detector is not None:
+        from components.faces.crop import crop_face, crop_geometry
+
+        found = detector(image)
+        if len(found) == 0:
+            raise EarshotError(f"{name}: no face found (RetinaFace, score >= {detector.score_threshold})")
+        geom = crop_geometry(found.boxes[0], found.landmarks[0], margin=margin, size=config.resolution, align=False)
+        face = crop_face(image, geom)
+    else:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        face = image[top:top + side, left:left + side]
+    hr = resize(to_float_image(face), config.resolution)
+    return degrade(hr, size)
+
+
+def voice_input(path: str | Path, config: ModelConfig) -> torch.Tensor:
+    """The (1, 257, 257) spectrogram of the first ``audio_seconds`` of an audio file.
+
+    One-line errors naming ``path``: missing, not decodable, no audio stream, empty,
+    digital silence.
+    """
+    from components.audio.extract import check_not_silent, load_audio
+
+    audio = load_audio(path, SPEC_SAMPLE_RATE)  # Rejected (an EarshotError) names the file
+    if len(audio) == 0:
+        raise EarshotError(f"{path}: empty audio (no samples)")
+    check_not_silent(audio, name=str(path))
+    return face_sr_spectrogram(audio, SPEC_SAMPLE_RATE, config.audio_seconds)[None]
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """Files of ``folder`` with an image extension Pillow knows, by stem."""
+    from PIL import Image
+
+    known = set(Image.registered_extensions())
+    return _by_stem(folder, lambda p: p.suffix.lower() in known)
+
+
+def audio_files(folder: Path) -> dict[str, Path]:
+    """The other files of ``folder`` (any media ffmpeg may decode), by stem."""
+    from PIL import Image
+
+    known = set(Image.registered_extensions())
+    return _by_stem(folder, lambda p: p.suffix.lower() not in known)
+
+
+def _by_stem(folder: Path, keep: Callable[[Path], bool]) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise EarshotError(f"{folder}: not a folder")
+    out: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and keep(path):
+            if path.stem in out:
+                raise EarshotError(f"{folder}: {out[path.stem].name} and {path.name} have the same stem: "
+                                   "pairing by stem is ambiguous")
+            out[path.stem] = path
+    return out
+
+
+def pair_by_stem(image_dir: Path, audio_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(stem, image, audio) for every stem present in both folders, and the unpaired files.
+
+    The two folders may be the same one (``face.png`` beside ``face.wav``).
+    """
+    images, audios = image_files(image_dir), audio_files(audio_dir)
+    pairs = [(stem, images[stem], audios[stem]) for stem in sorted(images.keys() & audios.keys())]
+    unpaired = sorted(str(p) for stem, p in {**images, **audios}.items() if stem not in images or stem not in audios)
+    return pairs, unpaired
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def save_png(path: str | Path, panels: Sequence[torch.Tensor], gap: int = 4) -> Path:
+    """Write (3, H, W) images in [-1, 1] side by side (white gaps) as one PNG, atomically."""
+    from PIL import Image
+
+    arrays = [to_uint8(p) for p in panels]
+    height = max(a.shape[0] for a in arrays)
+    canvas = np.full((height, sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1), 3), 255, np.uint8)
+    x = 0
+    for a in arrays:
+        canvas[:a.shape[0], x:x + a.shape[1]] = a
+        x += a.shape[1] + gap
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+    return path
+
+
+@dataclass(frozen=True)
+class Job:
+    """One super-resolution: a face, its voice, optionally a second voice to mix in."""
+
+    image: Path
+    audio: Path
+    out: Path
+    mix_audio: Path | None = None
+
+
+def run_job(model: FaceSR, job: Job, *, detector: FaceDetector | None = None, margin: float = 0.35) -> Path:
+    """Super-resolve one face with its voice and write ``job.out``.
+
+    Without ``mix_audio`` the PNG is the output face. With it: three panels, the input
+    (nearest-upscaled), the face with its own voice, and with the other voice.
+    """
+    cfg = model.config
+    lr = face_input(read_image(job.image), cfg, name=str(job.image), detector=detector, margin=margin)
+    specs = [voice_input(job.audio, cfg)]
+    if job.mix_audio is not None:
+        specs.append(voice_input(job.mix_audio, cfg))
+    wl = model.encode_image(lr[None])
+    wa = model.encode_audio(torch.stack(specs))
+    faces = model.generate(model.fuse(wl.expand(len(specs), -1, -1), wa))
+    if job.mix_audio is None:
+        return save_png(job.out, [faces[0]])
+    return save_png(job.out, [nearest_up(lr[None], cfg.resolution)[0], faces[0], faces[1]])
+
+
+def plan_jobs(image: Path, audio: Path, out: Path, mix_audio: Path | None = None) -> tuple[list[Job], list[str]]:
+    """One job for a file pair, or one per stem for folders (``out`` is then a folder);
+    returns the jobs and the files left without a partner."""
+    if image.is_dir() or audio.is_dir():
+        if not (image.is_dir() and audio.is_dir()):
+            raise EarshotError(f"{image if not image.is_dir() else audio}: batch mode needs --image DIR and "
+                               "--audio DIR (paired by file stem)")
+        if out.suffix:
+            raise EarshotError(f"{out}: batch mode writes one PNG per pair: --out must be a folder")
+        pairs, unpaired = pair_by_stem(image, audio)
+        if not pairs:
+            raise EarshotError(f"{image}, {audio}: no image and audio file share a stem")
+        return [Job(i, a, out / f"{stem}.png", mix_audio) for stem, i, a in pairs], unpaired
+    if out.suffix.lower() != ".png":
+        raise EarshotError(f"{out}: the output is a PNG file (name it .png)")
+    return [Job(image, audio, out, mix_audio)], []

@@ -1,0 +1,72 @@
+"""DVC stage ``evaluate``: compare face-SR methods on the test splits.
+
+bicubic, image only, audio only, fused and mismatched-voice super-resolution of the
+same test clips, scored for fidelity (PSNR, SSIM, LPIPS, shift-tolerant LPIPS) and, by
+the evaluator network of the ``evaluators`` stage, for the speaker's attributes and
+identity (components/evaluation/face_sr_eval.py). Outputs in ``evaluate.out_dir``
+(``results/face_sr/``):
+``metrics.json`` (the DVC metric), ``results.md``, ``grid_<split>.png``,
+``mixing_<split>.png`` and ``ablation.png``; the same numbers go to MLflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.config import Params
+from components.data.dataset import ShardDataset
+from components.evaluation.evaluators import FaceJudge, OnnxFaceEmbedder, load_evaluator
+from components.evaluation.face_sr_eval import SPLITS, Scorers, evaluate
+from components.evaluation.metrics import load_lpips
+from components.inference.face_sr import load_face_sr, resolve_device
+from components.tracking import stage_run
+from components.training.face_sr import model_config
+from components.training.losses import PerceptualLoss
+from pipelines._common import exit_on_user_error, parse_stage_args
+from pipelines.evaluators import evaluator_dir
+
+FIGURES = ("grid_seen.png", "grid_unseen.png", "mixing_seen.png", "mixing_unseen.png", "ablation.png")
+
+
+def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
+    started = time.time()
+    torch.set_num_threads(params.face_sr.threads)
+    cfg, shards, out = params.evaluate, params.data_path("shards"), Path(params.evaluate.out_dir)
+    evaluator_path = evaluator_dir(params) / "evaluator.pt"
+    model = load_face_sr(params.face_sr.out_dir, resolve_device(params.face_sr.device),
+                         expect_config=model_config(params.face_sr))
+    evaluator, speakers = load_evaluator(evaluator_path)
+    recognition = params.evaluators.face_recognition_path
+    judge = FaceJudge(evaluator, speakers, OnnxFaceEmbedder(recognition) if recognition else None)
+    scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path))
+    mc = model.config
+    splits = {name: functools.partial(ShardDataset, shards, split, "face_sr", train=False, hr_size=mc.resolution,
+                                      lr_size=mc.lr_size, spec_seconds=mc.audio_seconds)
+              for name, split in SPLITS.items()}
+    notes = [f"model: {params.face_sr.out_dir}/train_fusion/model.pt ({params.face_sr.preset} preset, "
+             f"{mc.lr_size}x{mc.lr_size} -> {mc.resolution}x{mc.resolution}); judge: {evaluator_path}"
+             + (f", identity embedding from {recognition}" if recognition else "")]
+    inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", evaluator_path]
+    with stage_run("evaluate", params, inputs=inputs) as tracked:
+        metrics = evaluate(model, scorers, splits, out, cfg, notes, progress=progress)
+        tracked.log_metrics(metrics)
+        tracked.log_metrics({"seconds": round(time.time() - started, 2)})
+        for name in ("metrics.json", "results.md", *FIGURES):
+            tracked.log_artifact(out / name, "face_sr_eval")
+    return {"stage": "evaluate", **metrics}
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> None:
+    args, params = parse_stage_args("evaluate", argv)
+    run(params, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()

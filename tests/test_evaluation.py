@@ -1,0 +1,327 @@
+"""Face-SR evaluation: metrics, the evaluator network, the evaluators and evaluate stages."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from components.config import EvaluateParams, EvaluatorsParams, Params
+from components.data.shards import write_shards
+from components.errors import EarshotError
+from components.evaluation import metrics as M
+from components.evaluation.evaluators import (
+    FaceEvaluator,
+    FaceJudge,
+    OnnxFaceEmbedder,
+    augment,
+    face_mask,
+    identity_of,
+    load_evaluator,
+    save_evaluator,
+)
+from components.evaluation.face_sr_eval import METHODS, METRICS, Scorers, evaluate, mismatch_partners, pick_voices
+from components.inference.face_sr import load_face_sr
+from components.training.losses import PerceptualLoss
+from tests._fixtures import make_upstream
+from tests.conftest import tiny_params
+from tests.test_face_sr_cli import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """torchvision's AlexNet layout with random weights: LPIPS' loading path without a download."""
+    import torchvision
+
+    path = tmp_path_factory.mktemp("hub") / M.ALEXNET_FILE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, alexnet_file: Path) -> Params:
+    """Tiny shards (6 drawn speakers + an unnamed one; with split seed 7 train has 4
+    speakers and each test split 2, of both sexes everywhere), a random 32 px model
+    where train_fusion leaves it, and params that point every stage at them."""
+    root = tmp_path_factory.mktemp("world")
+    up = make_upstream(root, n_speakers=6, crop_size=64, unknown_videos=1)
+    params = tiny_params(root, **{
+        "shards.rows_per_shard": 8, "shards.row_group_size": 2, "shards.unseen_speaker_fraction": 0.34,
+        "shards.seen_test_fraction": 0.25, "shards.seed": 7,
+        "face_sr.out_dir": str(root / "models"), "face_sr.overrides": {"resolution": 32, "latent_dim": 32},
+        "face_sr.threads": 2,
+        "evaluators.steps": 60, "evaluators.frames_per_clip": 2, "evaluators.width": 8,
+        "evaluators.embedding_dim": 16, "evaluators.batch_size": 16,
+        "evaluate.out_dir": str(root / "results"), "evaluate.grid_samples": 3, "evaluate.mix_faces": 2,
+        "evaluate.mix_voices": 3, "evaluate.lpips_alexnet_path": str(alexnet_file),
+    })
+    write_shards(params, up.raw, up.faces, up.audio, params.data_path("shards"), progress=False)
+    save_tiny_model(Path(params.face_sr.out_dir))
+    return params
+
+
+def images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def mlflow_metrics(params: Params, stage: str) -> dict[str, float]:
+    mlflow.set_tracking_uri(params.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=[params.tracking.experiment],
+                              filter_string=f"tags.stage = '{stage}'", output_format="list")
+    assert len(runs) == 1
+    return runs[0].data.metrics
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_psnr_and_ssim_on_known_images():
+    target = torch.zeros(2, 3, 16, 16)
+    pred = target + torch.tensor([0.2, 0.02]).view(2, 1, 1, 1)  # [0, 1] errors of 0.1 and 0.01
+    assert torch.allclose(M.psnr(pred, target), torch.tensor([20.0, 40.0]), atol=1e-3)
+    x = images(3)
+    assert torch.allclose(M.ssim(x, x), torch.ones(3), atol=1e-5)
+    assert (M.ssim(x, images(3, seed=1)) < 0.2).all()
+    assert torch.equal(M.psnr(x.mul(3), x.clamp(-1, 1)), M.psnr(x.mul(3).clamp(-1, 1), x))  # clamped like a PNG
+
+
+def test_stlpips_per_image_is_the_perceptual_loss_of_each_pair():
+    loss = PerceptualLoss()
+    x, y = images(3), images(3, seed=1)
+    per_image = M.stlpips(loss, x, y)
+    assert per_image.shape == (3,) and (per_image > 0).all()
+    assert torch.allclose(per_image.mean(), loss(x, y), atol=1e-5)
+    assert torch.allclose(M.stlpips(loss, x, x), torch.zeros(3), atol=1e-6)
+
+
+def test_lpips_is_skipped_without_alexnet_weights_not_faked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture, alexnet_file: Path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with caplog.at_level(logging.INFO):
+        assert M.load_lpips(None) is None
+    assert "LPIPS skipped" in caplog.text
+    # the torch hub cache is where torchvision would have put its download
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / M.ALEXNET_FILE).symlink_to(alexnet_file)
+    model = M.load_lpips(None)
+    trunk = torch.load(alexnet_file, weights_only=True)
+    assert torch.equal(dict(model.net.named_parameters())["slice2.3.weight"], trunk["features.3.weight"])
+    x, y = images(2), images(2, seed=1)
+    assert torch.allclose(M.lpips_distance(model, x, x), torch.zeros(2), atol=1e-6)
+    assert (M.lpips_distance(model, x, y) > 0).all()
+
+
+def test_a_bad_lpips_alexnet_path_is_an_error_naming_it(tmp_path: Path):
+    with pytest.raises(EarshotError, match="nowhere.pth: evaluate.lpips_alexnet_path: no such file"):
+        M.load_lpips(tmp_path / "nowhere.pth")
+    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(EarshotError, match="bad.pth: not torchvision's AlexNet weights"):
+        M.load_lpips(tmp_path / "bad.pth")
+
+
+def test_attribute_and_identity_metrics_leave_unknown_truth_out():
+    nan = np.nan
+    assert np.array_equal(M.binary_hits([1, 0, 1], [1, 1, nan]), [1.0, 0.0, nan], equal_nan=True)
+    assert M.nanmean(M.binary_hits([1, 0, 1], [1, 1, nan])) == 0.5
+    assert M.nanmean(M.abs_error([30, 40], [nan, 45])) == 5.0
+    assert M.nanmean(np.array([nan, nan])) is None
+    logits = np.array([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
+    assert np.array_equal(M.closed_set_hits(logits, [0, 0, -1]), [1.0, 0.0, nan], equal_nan=True)
+    gallery = np.eye(3)
+    queries = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.9]])
+    assert np.array_equal(M.nearest_gallery_hits(queries, gallery, np.array(["a", "b"]), np.array(["a", "b", "c"])),
+                          [1.0, 0.0])
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    assert np.array_equal(M.leave_one_out_hits(emb, np.array(["a", "a", "b"])), [1.0, 1.0, nan], equal_nan=True)
+    assert np.allclose(M.rowwise_cosine(emb, emb[[1, 0, 0]]), [0.9 / math.hypot(0.9, 0.1)] * 2 + [0.0])
+    # pairs whose speakers agree on the attribute cannot say whom the output follows
+    assert np.array_equal(M.follows_audio([1, 0, 1, 1], [0, 0, 1, nan], [1, 1, 1, 0]), [1.0, 0.0, nan, nan],
+                          equal_nan=True)
+
+
+def test_mismatched_voices_come_from_another_person_of_the_other_sex_when_possible():
+    people = np.array(["a", "a", "b", "c", "d"])
+    sex = np.array([0.0, 0.0, 1.0, 0.0, np.nan])
+    partners = mismatch_partners(people, sex, seed=0)
+    assert np.array_equal(partners, mismatch_partners(people, sex, seed=0))
+    assert partners[0] == partners[1] == 2 and partners[3] == 2  # the only male voice
+    assert sex[partners[2]] == 0.0
+    assert people[partners[4]] != "d"
+    assert np.array_equal(mismatch_partners(np.array(["a", "a"]), np.array([0.0, 1.0]), 0), [0, 1])  # nobody else
+    sexes = np.array([0.0, 0.0, 0.0, 1.0, 1.0])
+    voices = pick_voices(np.array(["a", "b", "c", "d", "e"]), sexes, 4, seed=0)
+    assert len(set(voices)) == 4 and sexes[voices].tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_unnamed_speakers_are_told_apart_by_video():
+    assert identity_of("spk1", "spk1/vid0/00001") == "spk1"
+    assert identity_of("unknown", "unknown/flat3/00000") == "unknown/flat3"
+
+
+# --------------------------------------------------------------------------- the evaluator network
+
+
+def test_augment_is_seeded_and_keeps_shape_and_range():
+    x = images(4)
+    a = augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, augment(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, augment(x, torch.Generator().manual_seed(2)))
+
+
+def test_the_judge_sees_the_face_not_the_background():
+    model = FaceEvaluator(32, 3, width=8, embedding_dim=16).eval()
+    x = images(2)
+    background = face_mask(32) == 0
+    assert background[0, 0] and background[0, -1] and not background[16, 16]
+    other = x.clone()
+    other[:, :, background] = -x[:, :, background]
+    assert all(torch.equal(v, model(other)[k]) for k, v in model(x).items())
+    other[:, :, 16, 16] += 0.5
+    assert not torch.equal(model(x)["embedding"], model(other)["embedding"])
+
+
+def test_evaluator_round_trips_and_refuses_other_files(tmp_path: Path):
+    model = FaceEvaluator(32, 3, width=8, embedding_dim=16, age_mean=40, age_std=10).eval()
+    save_evaluator(tmp_path / "e.pt", model, ["a", "b", "c"])
+    loaded, speakers = load_evaluator(tmp_path / "e.pt")
+    x = images(2)
+    assert speakers == ["a", "b", "c"]
+    assert all(torch.equal(v, loaded(x)[k]) for k, v in model(x).items())
+    with pytest.raises(EarshotError, match=r"missing.pt: evaluator not found: run `dvc repro evaluators`"):
+        load_evaluator(tmp_path / "missing.pt")
+    torch.save({"format": "earshot.face_sr"}, tmp_path / "other.pt")
+    with pytest.raises(EarshotError, match="other.pt: not an evaluator checkpoint"):
+        load_evaluator(tmp_path / "other.pt")
+
+
+def tiny_embedder(dim: int = 8) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten(), torch.nn.Linear(8, dim)).eval()
+
+
+def export_onnx(net: torch.nn.Module, path: Path, size: int, dynamic: bool = True) -> Path:
+    torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, input_names=["input"],
+                      output_names=["embedding"], dynamic_axes={"input": {0: "n"}} if dynamic else None)
+    return path
+
+
+def test_onnx_face_recognition_model_gives_the_identity_embedding(tmp_path: Path):
+    net = tiny_embedder()
+    embedder = OnnxFaceEmbedder(export_onnx(net, tmp_path / "arcface.onnx", 112))
+    x = images(3)
+    expected = torch.nn.functional.normalize(net(torch.nn.functional.interpolate(
+        x, size=112, mode="bilinear", antialias=True, align_corners=False)), dim=1).detach().numpy()
+    assert np.allclose(embedder(x), expected, atol=1e-5)
+    # an export with a fixed batch of 1 is fed face by face
+    assert np.allclose(OnnxFaceEmbedder(export_onnx(net, tmp_path / "b1.onnx", 112, dynamic=False))(x), expected,
+                       atol=1e-5)
+    judge = FaceJudge(FaceEvaluator(32, 2, width=8, embedding_dim=16), ["a", "b"], embedder)
+    verdict = judge(x)
+    assert verdict.embedding.shape == (3, 8) and np.allclose(verdict.embedding, expected, atol=1e-5)
+    assert verdict.id_logits.shape == (3, 2)  # the closed-set classifier stays the trained one
+
+
+def test_onnx_model_errors_name_the_file(tmp_path: Path):
+    with pytest.raises(EarshotError, match="nope.onnx: evaluators.face_recognition_path: no such file"):
+        OnnxFaceEmbedder(tmp_path / "nope.onnx")
+    with pytest.raises(EarshotError, match=r"small.onnx: the face-recognition model takes inputs \[\['n', 3, 64, 64"):
+        OnnxFaceEmbedder(export_onnx(tiny_embedder(), tmp_path / "small.onnx", 64))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(EarshotError, match="junk.onnx: not a loadable ONNX model"):
+        OnnxFaceEmbedder(tmp_path / "junk.onnx")
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@pytest.fixture(scope="module")
+def evaluators_run(world: Params) -> dict:
+    from pipelines import evaluators
+
+    return evaluators.run(world, progress=False)
+
+
+def test_evaluators_stage_learns_the_training_faces_and_reports_held_out_accuracy(world: Params,
+                                                                                 evaluators_run: dict):
+    out = Path(world.face_sr.out_dir) / "evaluators"
+    written = json.loads((out / "metrics.json").read_text())
+    assert written == {k: v for k, v in evaluators_run.items() if k != "stage"}
+    assert written["train.sex_acc"] == 1.0 and written["train.id_acc"] >= 0.9
+    # held-out clips of training speakers are recognised (chance: 1 / speakers)
+    assert written["seen.id_acc"] > written["id_chance"]
+    for key in ("seen.sex_acc", "seen.age_mae", "unseen.sex_acc", "unseen.age_mae", "unseen.id_verif_acc"):
+        assert key in written
+    logged = mlflow_metrics(world, "evaluators")
+    assert logged["seen.id_acc"] == pytest.approx(written["seen.id_acc"])
+    model, speakers = load_evaluator(out / "evaluator.pt")
+    assert model.config["resolution"] == 32 and speakers == sorted(speakers) and "unknown" not in speakers
+
+
+def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, evaluators_run: dict):
+    from pipelines import evaluate
+
+    evaluate.run(world, progress=False)
+    out = Path(world.evaluate.out_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    allowed = {f"{s}.{m}.{k}" for s in ("seen", "unseen") for m in METHODS for k in METRICS}
+    allowed |= {"seen.mismatched.follows_audio", "unseen.mismatched.follows_audio"}
+    assert set(metrics) <= allowed
+    # every metric applies here: LPIPS from the configured AlexNet file, follows_audio
+    # because both splits have voices of both sexes
+    assert set(metrics) == allowed
+    assert all(0 <= metrics[f"{s}.mismatched.follows_audio"] <= 1 for s in ("seen", "unseen"))
+    # an untrained generator is far from the truth; bicubic of the 8x8 input is not
+    assert metrics["seen.bicubic.psnr"] > metrics["seen.image_only.psnr"] + 5
+    assert metrics["seen.bicubic.ssim"] > metrics["seen.fused.ssim"]
+    assert mlflow_metrics(world, "evaluate")["unseen.fused.id_cos"] == pytest.approx(metrics["unseen.fused.id_cos"])
+    table = (out / "results.md").read_text()
+    for split in ("seen", "unseen"):
+        for method in METHODS:
+            assert f"| {split} | {method} |" in table
+    for name in ("grid_seen.png", "grid_unseen.png", "mixing_seen.png", "mixing_unseen.png", "ablation.png"):
+        with Image.open(out / name) as img:
+            assert img.width > 100 and img.height > 100
+
+
+def test_an_empty_split_is_reported_not_an_error(world: Params, evaluators_run: dict, tmp_path: Path):
+    from components.data.dataset import ShardDataset
+
+    model = load_face_sr(world.face_sr.out_dir)
+    evaluator, speakers = load_evaluator(Path(world.face_sr.out_dir) / "evaluators" / "evaluator.pt")
+    scorers = Scorers(FaceJudge(evaluator, speakers), PerceptualLoss())
+    seen = functools.partial(ShardDataset, world.data_path("shards"), "test_seen", train=False, hr_size=32)
+    metrics = evaluate(model, scorers, {"seen": seen, "unseen": list}, tmp_path, world.evaluate)
+    assert metrics and all(k.startswith("seen.") for k in metrics)
+    assert "**unseen** (test_unseen): 0 clips" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "grid_unseen.png").is_file() and (tmp_path / "mixing_unseen.png").is_file()
+
+
+def test_evaluate_needs_the_evaluator_and_the_model(world: Params, tmp_path: Path):
+    from pipelines import evaluate
+
+    elsewhere = world.model_copy(update={"face_sr": world.face_sr.model_copy(update={"out_dir": str(tmp_path)})})
+    save_tiny_model(tmp_path)
+    with pytest.raises(EarshotError, match="evaluator not found: run `dvc repro evaluators`"):
+        evaluate.run(elsewhere, progress=False)
+    (tmp_path / "train_fusion" / "model.pt").unlink()
+    with pytest.raises(EarshotError, match="model.pt: no such checkpoint"):
+        evaluate.run(elsewhere, progress=False)
+
+
+def test_params_sections_validate():
+    assert EvaluatorsParams().face_recognition_path is None and EvaluateParams().out_dir == "results/face_sr"
+    with pytest.raises(ValueError):
+        EvaluateParams(grid_samples=0)

@@ -1,0 +1,340 @@
+"""The face-SR training stages on tiny networks and tiny shards (a few steps each).
+
+Networks are the real ones at 32x32 with 32-dim codes and a 1 s spectrogram, so every
+stage, the resume logic and the DDP path run in seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.config import Params, parse_params
+from components.data.dataset import ShardDataset
+from components.data.shards import write_shards
+from components.errors import ConfigError
+from components.models import build_models, get_preset
+from components.training import checkpoint as ckpt_io
+from components.training import face_sr, loop
+from components.training.data import CachedFaceSR, StreamingFaceSR
+from components.training.plots import MetricsTable
+from tests._fixtures import make_upstream
+from tests.conftest import tiny_params
+
+TINY = {"resolution": 32, "latent_dim": 32, "mapping_layers": 2, "g_channel_base": 256, "g_channel_max": 32,
+        "d_channel_base": 256, "d_channel_max": 32, "eh_base": 8, "eh_cap": 32, "el_base": 8, "el_cap": 16,
+        "ea_base": 4, "ea_cap": 16, "ea_fc": 64, "fusion_hidden": 64, "audio_seconds": 1.0}
+CADENCE = {"steps": 4, "batch_size": 4, "log_every": 2, "sample_every": 2, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny shards: 6 speakers x 2 clips of 30 frames, all in the train split."""
+    up = make_upstream(tmp_path_factory.mktemp("up"), n_speakers=3, videos_per_speaker=2, clips_per_video=1,
+                       unknown_videos=0, crop_size=48)
+    params = parse_params({"common": {"data_dir": str(up.data_dir), "workers": 1},
+                           "shards": {"rows_per_shard": 4, "row_group_size": 1, "unseen_speaker_fraction": 0.0,
+                                      "seen_test_fraction": 0.0}})
+    write_shards(params, up.raw, up.faces, up.audio, up.data_dir / "shards", progress=False)
+    return up.data_dir
+
+
+def make_params(root: Path, data_dir: Path, **overrides: object) -> Params:
+    base: dict[str, object] = {"common.data_dir": str(data_dir), "face_sr.overrides": TINY,
+                               "face_sr.cache_frames_per_clip": 2, "face_sr.num_workers": 0,
+                               "face_sr.threads": 1, "face_sr.out_dir": str(root / "models")}
+    for stage in face_sr.STAGES:
+        base |= {f"{stage}.{k}": v for k, v in CADENCE.items()}
+    params = tiny_params(root, **(base | overrides))
+    assert params.tracking.uri and str(root) in params.tracking.uri  # never the project's mlflow.db
+    return params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Params, dict[str, dict]]:
+    """All five stages in order, as `dvc repro` runs them, with MLflow tracking on."""
+    root = tmp_path_factory.mktemp("train")
+    # every optional loss on somewhere: latent cycle, Ea's image loss, LPIPS
+    params = make_params(root, data_dir, **{"train_eh.w_latent": 0.5, "train_ea.w_rec": 1.0,
+                                            "train_fusion.w_perc": 1.0})
+    return params, {name: face_sr.train_stage(name, params, progress=False) for name in face_sr.STAGES}
+
+
+def state_of(path: Path) -> dict[str, torch.Tensor]:
+    """Every network and optimiser tensor of a checkpoint, flattened."""
+    ckpt = ckpt_io.load_checkpoint(path)
+    out = {f"net.{n}.{k}": v for n, sd in ckpt["networks"].items() for k, v in sd.items()}
+    for name, opt in ckpt["optimizers"].items():
+        for idx, st in opt["state"].items():
+            out |= {f"opt.{name}.{idx}.{k}": v for k, v in st.items() if isinstance(v, torch.Tensor)}
+    return out
+
+
+def test_every_stage_writes_its_outputs_and_an_mlflow_run(trained: tuple[Params, dict[str, dict]]):
+    import mlflow
+
+    params, summaries = trained
+    client = mlflow.MlflowClient(params.tracking.uri)
+    experiment = client.get_experiment_by_name(params.tracking.experiment)
+    for name in face_sr.STAGES:
+        out = face_sr.stage_dir(params, name)
+        assert summaries[name]["steps"] == 4 and summaries[name]["samples_per_s"] > 0
+        assert {"checkpoint.pt", "model.pt", "metrics.tsv", "summary.json"} <= {p.name for p in out.iterdir()}
+        assert {p.name for p in (out / "samples").iterdir()} == {"step-000002.png", "step-000004.png", "final.png"}
+        rows = (out / "metrics.tsv").read_text().splitlines()
+        assert rows[0].startswith("step\t") and [r.split("\t")[0] for r in rows[1:]] == ["2", "4"]
+        (run,) = client.search_runs([experiment.experiment_id], f"tags.stage = '{name}'")
+        assert run.data.params[f"{name}.face_sr.preset"] == "small"
+        assert run.data.params[f"{name}.model.resolution"] == "32"
+        history = client.get_metric_history(run.info.run_id, "loss" if name != "train_g" else "g")
+        assert [m.step for m in history] == [2, 4]
+        assert {"samples_per_s", "wall_s"} <= set(run.data.metrics)
+    header = (face_sr.stage_dir(params, "train_fusion") / "metrics.tsv").read_text().splitlines()[:2]
+    assert header[0] == "step\tloss\trec\tperc\tlatent" and "nan" not in header[1]
+    # model.pt rebuilds the networks alone; fusion's file holds everything inference needs
+    cfg = face_sr.model_config(params.face_sr)
+    nets = ckpt_io.load_networks(face_sr.stage_dir(params, "train_fusion") / "model.pt", ("G", "El", "Ea", "F"),
+                                 expect_stage="train_fusion", expect_config=cfg)
+    xl, spec = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 1, *cfg.spectrogram_shape) * 2 - 1
+    assert nets["G"](nets["F"](nets["El"](xl), nets["Ea"](spec))).shape == (2, 3, 32, 32)
+
+
+def test_rerun_is_a_noop_raising_steps_continues_and_new_settings_restart(
+        trained: tuple[Params, dict[str, dict]], tmp_path: Path):
+    params, summaries = trained
+    ckpt = face_sr.stage_dir(params, "train_el") / "checkpoint.pt"
+    before = ckpt.stat().st_mtime_ns
+    assert face_sr.train_stage("train_el", params, progress=False) == summaries["train_el"]
+    assert ckpt.stat().st_mtime_ns == before
+
+    # own copy of the stage folders, so the shared fixture stays as it was
+    shutil.copytree(face_sr.stage_dir(params, "train_eh"), tmp_path / "models" / "train_eh")
+    shutil.copytree(face_sr.stage_dir(params, "train_el"), tmp_path / "models" / "train_el")
+    copy = make_params(tmp_path, Path(params.common.data_dir), **{"train_el.steps": 6})
+    assert face_sr.train_stage("train_el", copy, progress=False)["resumed_from"] == 4
+    changed = make_params(tmp_path, Path(params.common.data_dir), **{"train_el.steps": 6, "train_el.w_latent": 2.0})
+    assert face_sr.train_stage("train_el", changed, progress=False)["resumed_from"] == 0
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(data_dir: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """train_g (two optimisers, lazy R1, EMA, path length on): killed after step 5 of 8,
+    with the last checkpoint at step 4, then resumed: bit-identical to an unbroken run."""
+    settings = {"tracking.enabled": False, "train_g.steps": 8, "train_g.checkpoint_every": 4,
+                "train_g.log_every": 1, "train_g.r1_every": 3, "train_g.pl_weight": 2.0, "train_g.pl_every": 2}
+    whole = make_params(tmp_path / "whole", data_dir, **settings)
+    face_sr.train_stage("train_g", whole, progress=False)
+
+    broken = make_params(tmp_path / "broken", data_dir, **settings)
+    build = face_sr.build_train_g
+
+    def dying_build(*args, **kwargs):  # type: ignore[no-untyped-def]
+        stage = build(*args, **kwargs)
+        inner = stage.step
+
+        def step(ctx: loop.StepContext, batch: dict) -> dict:
+            if ctx.step == 5:  # 0-based: steps 1..5 done, checkpoint at 4
+                raise Killed
+            return inner(ctx, batch)
+
+        stage.step = step
+        return stage
+
+    monkeypatch.setattr(face_sr, "build_train_g", dying_build)
+    with pytest.raises(Killed):
+        face_sr.train_stage("train_g", broken, progress=False)
+    assert ckpt_io.load_checkpoint(face_sr.stage_dir(broken, "train_g") / "checkpoint.pt")["step"] == 4
+    monkeypatch.setattr(face_sr, "build_train_g", build)
+    assert face_sr.train_stage("train_g", broken, progress=False)["resumed_from"] == 4
+
+    a = state_of(face_sr.stage_dir(whole, "train_g") / "checkpoint.pt")
+    b = state_of(face_sr.stage_dir(broken, "train_g") / "checkpoint.pt")
+    assert a.keys() == b.keys() and any(k.startswith("net.G_ema.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    tables = [(face_sr.stage_dir(p, "train_g") / "metrics.tsv").read_text() for p in (whole, broken)]
+    assert tables[0] == tables[1] and len(tables[0].splitlines()) == 9
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, data_dir: str, upstream: str) -> None:
+    """One rank: train_g and train_el (from the fixture's Eh/G) for 3 steps each, then
+    save this rank's copy of the trained parameters."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    params = make_params(Path(root), Path(data_dir), **{"tracking.enabled": False, "train_el.w_perc": 0.0})
+    runtime = loop.setup_runtime("cpu", threads=1)
+    cfg = face_sr.model_config(params.face_sr)
+    if rank == 0:
+        shutil.copytree(upstream, face_sr.stage_dir(params, "train_eh"))
+    torch.distributed.barrier()
+    weights = {}
+    for name in ("train_g", "train_el"):
+        stage = face_sr.build_stage(name, params, cfg, runtime)
+        data = face_sr.training_data(params, name, cfg, batch_size=4, runtime=runtime)
+        config = loop.LoopConfig(steps=3, log_every=1, sample_every=100, checkpoint_every=100, seed=0,
+                                 model_config=cfg, fingerprint="ddp-test")
+        loop.train(stage, data, config, Path(root) / name, runtime, progress=False)
+        # parameters: DDP keeps them in step; buffers (G's w_avg) it re-broadcasts from rank 0
+        # at every forward, so they may differ by the last local update
+        weights |= {f"{name}.{net}.{k}": v.detach().clone() for net in stage.trained
+                    for k, v in stage.networks[net].named_parameters()}
+    torch.save(weights, Path(root) / f"rank{rank}.pt")
+    loop.teardown_runtime(runtime)
+
+
+def test_ddp_two_gloo_processes_keep_identical_weights(trained: tuple[Params, dict[str, dict]], data_dir: Path,
+                                                       tmp_path: Path):
+    params, _ = trained
+    upstream = face_sr.stage_dir(params, "train_eh")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), str(data_dir), str(upstream)),
+                                nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0.keys() == r1.keys() and any(k.startswith("train_g.D.") for k in r0)
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), [k for k in r0 if not torch.equal(r0[k], r1[k])][:5]
+    init = build_models(face_sr.model_config(params.face_sr), 0, ("El",))["El"].state_dict()
+    assert not torch.equal(r0["train_el.El.head.2.weight"], init["head.2.weight"])  # it did train
+
+
+def test_wrong_checkpoints_fail_clearly_naming_the_file(trained: tuple[Params, dict[str, dict]], tmp_path: Path):
+    params, _ = trained
+    g_model = face_sr.stage_dir(params, "train_g") / "model.pt"
+    cfg = face_sr.model_config(params.face_sr)
+    with pytest.raises(ckpt_io.CheckpointError, match=rf"{g_model}: written by stage 'train_g', expected 'train_el'"):
+        ckpt_io.load_checkpoint(g_model, expect_stage="train_el")
+    with pytest.raises(ckpt_io.CheckpointError, match=r"made for another model.*latent_dim: 32 in the file, 128"):
+        ckpt_io.load_checkpoint(g_model, expect_config=get_preset("small"))
+    old = tmp_path / "old.pt"
+    torch.save({**torch.load(g_model, weights_only=True), "version": 0}, old)
+    with pytest.raises(ckpt_io.CheckpointError, match=rf"{old}: checkpoint format version 0"):
+        ckpt_io.load_checkpoint(old)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ckpt_io.CheckpointError, match=rf"{foreign}: not an earshot face-SR checkpoint"):
+        ckpt_io.load_checkpoint(foreign)
+    code = tmp_path / "code.pt"
+    torch.save({"format": ckpt_io.FORMAT, "payload": Killed()}, code)  # unpickling would run code
+    with pytest.raises(ckpt_io.CheckpointError, match=rf"{code}: not a readable checkpoint"):
+        ckpt_io.load_checkpoint(code)
+    with pytest.raises(ckpt_io.CheckpointError, match="no such checkpoint"):
+        ckpt_io.load_checkpoint(tmp_path / "missing.pt")
+    # a stage refuses an upstream model of another size, naming it
+    bigger = make_params(tmp_path, Path(params.common.data_dir),
+                         **{"face_sr.overrides": {**TINY, "latent_dim": 16}, "tracking.enabled": False})
+    shutil.copytree(face_sr.stage_dir(params, "train_eh"), face_sr.stage_dir(bigger, "train_eh"))
+    with pytest.raises(ckpt_io.CheckpointError, match=r"train_eh/model.pt: made for another model"):
+        face_sr.train_stage("train_el", bigger, progress=False)
+    assert cfg.latent_dim == 32
+
+
+def test_el_overfits_a_fixed_batch(trained: tuple[Params, dict[str, dict]]):
+    params, _ = trained
+    torch.manual_seed(0)
+    cfg = face_sr.model_config(params.face_sr)
+    runtime = loop.Runtime(torch.device("cpu"))
+    stage = face_sr.build_stage("train_el", params.model_copy(update={
+        "train_el": params.train_el.model_copy(update={"lr": 3e-3})}), cfg, runtime)
+    data = face_sr.training_data(params, "train_el", cfg, 4, runtime)
+    batch = next(data.epoch(0))
+    scalers = {n: torch.amp.GradScaler("cpu", enabled=False) for n in stage.optimizers}
+    ctx = loop.StepContext(stage.networks, stage.optimizers, scalers, runtime, 4)
+    stage.networks["El"].train()
+    losses = []
+    for i in range(30):
+        ctx.step = i
+        losses.append(stage.step(ctx, batch))
+    first, last = losses[0], losses[-1]
+    assert last["loss"] < 0.6 * first["loss"], (first, last)
+    assert last["rec"] < first["rec"] and last["latent"] < first["latent"]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_steps_of_every_stage(trained: tuple[Params, dict[str, dict]], dtype: torch.dtype):
+    """The GPU code path (autocast; fp16 with loss scaling) on CPU: R1, path length and
+    LPIPS included, every stage takes finite steps."""
+    params, _ = trained
+    params = params.model_copy(update={"train_g": params.train_g.model_copy(
+        update={"r1_every": 1, "pl_weight": 2.0, "pl_every": 1})})
+    cfg = face_sr.model_config(params.face_sr)
+    runtime = loop.Runtime(torch.device("cpu"), amp_dtype=dtype, channels_last=True)
+    for name in face_sr.STAGES:
+        stage = face_sr.build_stage(name, params, cfg, runtime)
+        batch = loop.to_device(next(face_sr.training_data(params, name, cfg, 4, runtime).epoch(0)), runtime)
+        scalers = {n: torch.amp.GradScaler("cpu", enabled=dtype == torch.float16) for n in stage.optimizers}
+        ctx = loop.StepContext({n: stage.views.get(n, m) for n, m in stage.networks.items()}, stage.optimizers,
+                               scalers, runtime, 4)
+        for net_name, net in stage.networks.items():
+            net.train(net_name in stage.trained)
+        losses = stage.step(ctx, batch)
+        assert set(stage.metrics) <= set(losses) and all(torch.isfinite(v) for v in losses.values()), (name, losses)
+
+
+def test_cached_and_streamed_epochs_are_functions_of_seed_and_epoch(data_dir: Path):
+    def dataset(seed: int = 0) -> ShardDataset:
+        return ShardDataset(data_dir / "shards", "train", "face_sr", train=True, hr_size=32, spec_seconds=1.0,
+                            seed=seed)
+
+    cache = CachedFaceSR.from_dataset(dataset(), 2, batch_size=4, with_spec=True)
+    assert len(cache) == 12 and len(cache.keys) == 6 and cache.spec.dtype == torch.float16
+    assert cache.hr.dtype == torch.uint8 and cache.hr.shape[1:] == (3, 32, 32)
+    assert torch.equal(cache.order(1), cache.order(1)) and not torch.equal(cache.order(1), cache.order(2))
+    full, resumed = list(cache.epoch(1)), list(cache.epoch(1, skip=1))
+    assert len(full) == 3 and all(torch.equal(a["hr"], b["hr"]) for a, b in zip(full[1:], resumed, strict=True))
+    again = CachedFaceSR.from_dataset(dataset(), 2, batch_size=4, with_spec=False)
+    assert torch.equal(again.hr, cache.hr) and again.spec is None
+
+    stream = StreamingFaceSR(dataset(), batch_size=4)
+    full, resumed = list(stream.epoch(3)), list(stream.epoch(3, skip=1))
+    assert len(full) == 1 and resumed == []
+    assert torch.equal(full[0]["spec"], next(StreamingFaceSR(dataset(), batch_size=4).epoch(3))["spec"])
+    with pytest.raises(ValueError, match="cannot fill a batch of 64"):
+        CachedFaceSR.from_dataset(dataset(), 1, batch_size=64, with_spec=False)
+
+
+def test_streaming_feed_trains_a_stage(trained: tuple[Params, dict[str, dict]], tmp_path: Path):
+    params, _ = trained
+    shutil.copytree(face_sr.stage_dir(params, "train_eh"), tmp_path / "models" / "train_eh")
+    streamed = make_params(tmp_path, Path(params.common.data_dir),
+                           **{"tracking.enabled": False, "face_sr.cache_frames_per_clip": 0, "train_el.steps": 3})
+    summary = face_sr.train_stage("train_el", streamed, progress=False)
+    assert summary["steps"] == 3 and (tmp_path / "models" / "train_el" / "model.pt").is_file()
+
+
+def test_small_pieces(tmp_path: Path):
+    # EMA: after exactly one half-life of images the old weights count for half
+    assert face_sr.ema_beta(10_000, 1000, kimg=1.0, rampup=None) == pytest.approx(0.5)
+    assert face_sr.ema_beta(1000, 100, kimg=10.0, rampup=0.1) == pytest.approx(0.5)  # ramp: 100 images
+    # metrics.tsv: a resumed run drops rows after its checkpoint and a torn last line
+    table = MetricsTable(tmp_path / "m.tsv", ["a", "b"])
+    table.reset()
+    for step in (1, 2, 3):
+        table.append(step, {"a": step / 2})
+    with (tmp_path / "m.tsv").open("a") as f:
+        f.write("4\t0.")
+    table.reset(keep_until=2)
+    assert (tmp_path / "m.tsv").read_text() == "step\ta\tb\n1\t0.5\tnan\n2\t1\tnan\n"
+    # RNG states survive a weights_only round trip
+    import random
+
+    import numpy as np
+
+    torch.save({"rng": ckpt_io.rng_state()}, tmp_path / "rng.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    ckpt_io.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+    with pytest.raises(ConfigError, match="face_sr.overrides"):
+        face_sr.model_config(parse_params({"face_sr": {"overrides": {"resolution": 48}}}).face_sr)
