@@ -156,7 +156,7 @@ class TrainStageParams(Section):
 class TrainGParams(TrainStageParams):
     """G + D: non-saturating logistic GAN, lazy R1, optional path length, EMA of G."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1500, ge=1)
     lr: float = 2.5e-3
     betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = Field(0.05, ge=0, description="R1 weight (StyleGAN2: 2e-4 * resolution^2 / batch)")

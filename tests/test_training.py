@@ -34,7 +34,7 @@ CADENCE = {"steps": 4, "batch_size": 4, "log_every": 2, "sample_every": 2, "chec
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny shards: 6 speakers x 2 clips of 30 frames, all in the train split."""
+    """Tiny shards: 3 speakers x 2 videos, 6 clips of 30-32 frames, all in the train split."""
     up = make_upstream(tmp_path_factory.mktemp("up"), n_speakers=3, videos_per_speaker=2, clips_per_video=1,
                        unknown_videos=0, crop_size=48)
     params = parse_params({"common": {"data_dir": str(up.data_dir), "workers": 1},

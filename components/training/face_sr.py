@@ -427,8 +427,8 @@ def clear_outputs(out: Path) -> None:
 def train_stage(name: str, params: Params, *, progress: bool = True) -> dict[str, Any]:
     """Run (or resume, or skip as up to date) training stage ``name``; returns its summary.
 
-    Launched by ``torchrun``, every rank calls this: rank 0 alone talks to MLflow and
-    writes the stage folder.
+    Launched by ``torchrun``, every rank calls this: rank 0 alone talks to MLflow, writes
+    the stage folder and returns the summary (the other ranks return an empty dict).
     """
     if name not in STAGES:
         raise ValueError(f"unknown training stage {name!r}: expected one of {STAGES}")
