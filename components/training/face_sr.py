@@ -274,23 +274,33 @@ def build_train_eh(p: TrainEhParams, cfg: ModelConfig, seed: int, device: torch.
                       export={"Eh": "Eh", "G": "G"}, metrics=active(("loss", "rec"), perc=p.w_perc, latent=p.w_latent))
 
 
+def _regress_eh_step(name: str, key: str, p: TrainElParams | TrainEaParams, Eh: nn.Module, G: nn.Module,
+                     perceptual: PerceptualLoss | None):  # type: ignore[no-untyped-def]
+    """The step of El and Ea: encode ``batch[key]`` to Eh's code of the same face (latent
+    loss), plus, when weighted, the image losses of G's decoding of that code."""
+
+    def step(ctx: loop.StepContext, batch: Batch) -> dict[str, torch.Tensor]:
+        x = batch["hr"]
+        with ctx.autocast():
+            with torch.no_grad():
+                target = Eh(x)
+            code = ctx.nets[name](batch[key])
+            losses = image_losses(G(code), x, perceptual) if p.w_rec or p.w_perc else {}
+            losses["latent"] = code_loss(code, target)
+            total = sum(getattr(p, f"w_{k}") * v for k, v in losses.items())
+        ctx.optimize(name, total)
+        return {"loss": total, **losses}
+
+    return step
+
+
 def build_train_el(p: TrainElParams, cfg: ModelConfig, seed: int, device: torch.device,
                    up: Mapping[str, nn.Module], perceptual: PerceptualLoss | None) -> loop.Stage:
     """El: G(El(x_l)) = x_h and El(x_l) = Eh(x_h), through the frozen G and Eh of train_eh."""
     El = build_models(cfg, seed, ("El",))["El"].to(device)
     Eh, G = up["Eh"].to(device), up["G"].to(device)
 
-    def step(ctx: loop.StepContext, batch: Batch) -> dict[str, torch.Tensor]:
-        x, xl = batch["hr"], batch["lr"]
-        with ctx.autocast():
-            with torch.no_grad():
-                target = Eh(x)
-            code = ctx.nets["El"](xl)
-            losses = image_losses(G(code), x, perceptual) if p.w_rec or p.w_perc else {}
-            losses["latent"] = code_loss(code, target)
-            total = sum(getattr(p, f"w_{k}") * v for k, v in losses.items())
-        ctx.optimize("El", total)
-        return {"loss": total, **losses}
+    step = _regress_eh_step("El", "lr", p, Eh, G, perceptual)
 
     def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
         x, xl = batch["hr"], batch["lr"]
@@ -306,17 +316,7 @@ def build_train_ea(p: TrainEaParams, cfg: ModelConfig, seed: int, device: torch.
     Ea = build_models(cfg, seed, ("Ea",))["Ea"].to(device)
     Eh, G = up["Eh"].to(device), up["G"].to(device)
 
-    def step(ctx: loop.StepContext, batch: Batch) -> dict[str, torch.Tensor]:
-        x, spec = batch["hr"], batch["spec"]
-        with ctx.autocast():
-            with torch.no_grad():
-                target = Eh(x)
-            code = ctx.nets["Ea"](spec)
-            losses = image_losses(G(code), x, perceptual) if p.w_rec or p.w_perc else {}
-            losses["latent"] = code_loss(code, target)
-            total = sum(getattr(p, f"w_{k}") * v for k, v in losses.items())
-        ctx.optimize("Ea", total)
-        return {"loss": total, **losses}
+    step = _regress_eh_step("Ea", "spec", p, Eh, G, perceptual)
 
     def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
         x, spec = batch["hr"], batch["spec"]
