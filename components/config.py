@@ -9,6 +9,7 @@ than or equal to 1``.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,6 +140,13 @@ class FaceSRParams(Section):
     num_workers: int = Field(2, ge=0, description="DataLoader processes decoding the shards (cache or stream)")
     shuffle_buffer: int = Field(256, ge=1, description="samples mixed by the streaming dataset")
     out_dir: str = Field("models/face_sr", description="stage folders <out_dir>/<stage>/ (dvc.yaml outs)")
+    # The knobs the ablations turn. They are their own keys (not `overrides`) so that dvc.yaml
+    # can make only the stages that use them depend on them: a sweep over the audio length
+    # retrains Ea and F, not G.
+    lr_size: int = Field(8, ge=2, description="El's input: the low-res face is lr_size x lr_size (8 in the paper)")
+    audio_seconds: float = Field(4.0, gt=0, le=30, description="speech per sample fed to Ea (4 s in the paper)")
+    audio: bool = Field(True, description="false: F gets a zero audio code (same network and training, no voice)")
+    fusion: bool = Field(True, description="false: no F; the 'fused' code is El's (image only)")
 
 
 class TrainStageParams(Section):
@@ -237,6 +245,38 @@ class EvaluateParams(Section):
     out_dir: str = Field("results/face_sr", description="metrics.json, results.md and figures (dvc.yaml outs)")
 
 
+class OrchestrationParams(Section):
+    """Prefect and MLflow servers, the pipeline and ablation flows, fan-out of per-video work.
+    Not a stage. Ports may also come from $EARSHOT_PREFECT_PORT / $EARSHOT_MLFLOW_PORT."""
+
+    host: str = Field("127.0.0.1", description="the servers bind here (local only by default)")
+    prefect_port: int = Field(4200, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    state_dir: str = Field(".earshot", description="servers' SQLite databases, PID files and logs")
+    task_runner: Literal["process", "thread", "dask"] = Field(
+        "process", description="per-video work inside the data stages (common.workers of them)")
+    dask_address: str | None = Field(None, description="scheduler of a running Dask cluster (tcp://host:8786); "
+                                                       "null with task_runner dask: a LocalCluster")
+    prefect_tasks: bool = Field(False, description="each item also a Prefect task run through Prefect's task runner "
+                                                   "of that kind (needs a Prefect server; off: the plain pool)")
+    stage_retries: int = Field(1, ge=0, description="retries of a pipeline-flow stage after a transient failure")
+    retry_delay_seconds: float = Field(10.0, ge=0)
+
+
+class SweepParams(Section):
+    """A named ablation: each variant is a set of dotted param overrides (`dvc exp run -S`)."""
+
+    description: str = ""
+    baseline: str = Field(description="the variant the others are compared with")
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> "SweepParams":
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants {sorted(self.variants)}")
+        return self
+
+
 class Params(Section):
     common: CommonParams = CommonParams()
     tracking: TrackingParams = TrackingParams()
@@ -253,6 +293,24 @@ class Params(Section):
     train_fusion: TrainFusionParams = TrainFusionParams()
     evaluators: EvaluatorsParams = EvaluatorsParams()
     evaluate: EvaluateParams = EvaluateParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
+    sweeps: dict[str, SweepParams] = {}
+
+    @model_validator(mode="after")
+    def _sweeps_are_valid_overrides(self) -> "Params":
+        """Every variant's overrides must give valid params: a typo fails at load, not mid-sweep."""
+        base = self.model_dump(mode="json", exclude={"sweeps"})
+        for name, sweep in self.sweeps.items():
+            for variant, overrides in sweep.variants.items():
+                tree = copy.deepcopy(base)
+                try:
+                    for key, value in overrides.items():
+                        set_dotted(tree, key, value)
+                    Params.model_validate(tree)
+                except (ValidationError, ConfigError) as exc:
+                    detail = _format_errors(f"variant {variant}", exc) if isinstance(exc, ValidationError) else str(exc)
+                    raise ValueError(f"sweep {name}: {detail}") from None
+        return self
 
     def data_path(self, *parts: str) -> Path:
         return Path(self.common.data_dir).joinpath(*parts)

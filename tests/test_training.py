@@ -28,7 +28,7 @@ from tests.conftest import tiny_params
 
 TINY = {"resolution": 32, "latent_dim": 32, "mapping_layers": 2, "g_channel_base": 256, "g_channel_max": 32,
         "d_channel_base": 256, "d_channel_max": 32, "eh_base": 8, "eh_cap": 32, "el_base": 8, "el_cap": 16,
-        "ea_base": 4, "ea_cap": 16, "ea_fc": 64, "fusion_hidden": 64, "audio_seconds": 1.0}
+        "ea_base": 4, "ea_cap": 16, "ea_fc": 64, "fusion_hidden": 64}
 CADENCE = {"steps": 4, "batch_size": 4, "log_every": 2, "sample_every": 2, "checkpoint_every": 2}
 
 
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_params(root: Path, data_dir: Path, **overrides: object) -> Params:
-    base: dict[str, object] = {"common.data_dir": str(data_dir), "face_sr.overrides": TINY,
+    base: dict[str, object] = {"common.data_dir": str(data_dir), "face_sr.overrides": TINY, "face_sr.audio_seconds": 1.0,
                                "face_sr.cache_frames_per_clip": 2, "face_sr.num_workers": 0,
                                "face_sr.threads": 1, "face_sr.out_dir": str(root / "models")}
     for stage in face_sr.STAGES:
@@ -119,6 +119,47 @@ def test_rerun_is_a_noop_raising_steps_continues_and_new_settings_restart(
     assert face_sr.train_stage("train_el", copy, progress=False)["resumed_from"] == 4
     changed = make_params(tmp_path, Path(params.common.data_dir), **{"train_el.steps": 6, "train_el.w_latent": 2.0})
     assert face_sr.train_stage("train_el", changed, progress=False)["resumed_from"] == 0
+
+
+def test_ablation_knobs_retrain_only_the_stages_they_shape(trained: tuple[Params, dict[str, dict]], tmp_path: Path):
+    """A 16x16 El trains on the G and Eh made for 8x8; Ea's audio length leaves G/Eh/El
+    alone; fusion off trains no F (fused = image only); audio off makes F deaf."""
+    params, _ = trained
+    for up in ("train_g", "train_eh", "train_el", "train_ea"):
+        shutil.copytree(face_sr.stage_dir(params, up), tmp_path / "models" / up)
+    data = Path(params.common.data_dir)
+    base = make_params(tmp_path, data)
+    fp = {name: face_sr.run_fingerprint(base, name, face_sr.model_config(base.face_sr)) for name in face_sr.STAGES}
+
+    def changed(**knobs: object) -> set[str]:
+        p = make_params(tmp_path, data, **{f"face_sr.{k}": v for k, v in knobs.items()})
+        cfg = face_sr.model_config(p.face_sr)
+        return {n for n in face_sr.STAGES if face_sr.run_fingerprint(p, n, cfg) != fp[n]}
+
+    # (train_fusion follows through the hash of the retrained El's / Ea's model.pt)
+    assert changed(lr_size=16) == {"train_el"}
+    assert changed(audio_seconds=2.0) == {"train_ea"}
+    assert changed(audio=False) == changed(fusion=False) == {"train_fusion"}
+
+    off = make_params(tmp_path, data, **{"face_sr.fusion": False})
+    assert face_sr.train_stage("train_fusion", off, progress=False)["steps"] == 0
+    cfg = face_sr.model_config(off.face_sr)
+    nets = ckpt_io.load_networks(face_sr.stage_dir(off, "train_fusion") / "model.pt", ("El", "F"),
+                                 expect_config=cfg)
+    wl, wa = torch.randn(2, cfg.n_latents, 32), torch.randn(2, cfg.n_latents, 32)
+    assert torch.equal(nets["F"](wl, wa), wl)
+
+    deaf = build_models(face_sr.model_config(make_params(tmp_path, data, **{"face_sr.audio": False}).face_sr),
+                        names=("F",))["F"]
+    assert torch.equal(deaf(wl, wa), deaf(wl, torch.zeros_like(wa))) and not torch.equal(deaf(wl, wa), wl)
+
+    wide = make_params(tmp_path, data, **{"face_sr.lr_size": 16})
+    assert face_sr.train_stage("train_el", wide, progress=False)["steps"] == 4  # on the 8x8 run's G and Eh
+    el = ckpt_io.load_networks(face_sr.stage_dir(wide, "train_el") / "model.pt", ("El",))["El"]
+    assert el(torch.zeros(1, 3, 16, 16)).shape[1:] == (face_sr.model_config(wide.face_sr).n_latents, 32)
+
+    with pytest.raises(ConfigError, match="face_sr.lr_size"):
+        face_sr.model_config(make_params(tmp_path, data, **{"face_sr.overrides": {**TINY, "lr_size": 16}}).face_sr)
 
 
 class Killed(Exception):

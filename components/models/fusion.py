@@ -6,6 +6,10 @@ to gender and age), so the audio path is a correction on top of El's code rather
 a new code. The last layer starts near zero, so at initialisation F is (almost) the
 identity on wl and training starts from the image-only result instead of from noise;
 its weights are small but not zero, so every layer gets gradients from the first step.
+
+Two switches exist for the ablations: ``use_audio=False`` feeds F a zero audio code (the
+same network and training, without the voice: what F gains from capacity alone), and
+``enabled=False`` makes F the identity on ``wl`` (no fusion: the image-only model).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ class ResidualFusion(nn.Module):
     """
 
     def __init__(self, n_latents: int, latent_dim: int, *, hidden: int = 6144, n_layers: int = 3,
-                 residual_init_gain: float = RESIDUAL_INIT_GAIN) -> None:
+                 residual_init_gain: float = RESIDUAL_INIT_GAIN, enabled: bool = True,
+                 use_audio: bool = True) -> None:
         super().__init__()
+        self.enabled, self.use_audio = enabled, use_audio
         if n_layers < 1:
             raise ValueError(f"fusion needs at least one layer, got {n_layers}")
         code = n_latents * latent_dim
@@ -46,4 +52,8 @@ class ResidualFusion(nn.Module):
         if wl.shape != wa.shape or tuple(wl.shape[1:]) != self.code_shape:
             raise ValueError(f"expected two codes (B, {self.code_shape[0]}, {self.code_shape[1]}), "
                              f"got {tuple(wl.shape)} and {tuple(wa.shape)}")
+        if not self.enabled:
+            return wl
+        if not self.use_audio:
+            wa = torch.zeros_like(wa)
         return wl + self.mlp(torch.cat([wl.flatten(1), wa.flatten(1)], dim=1)).view_as(wl)

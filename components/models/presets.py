@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
@@ -72,6 +73,8 @@ class ModelConfig(BaseModel):
     fusion_layers: int = Field(3, ge=1)
     lr_size: int = Field(8, ge=2, description="low-res input size of El")
     audio_seconds: float = Field(4.0, gt=0, description="speech per sample fed to Ea")
+    fusion: bool = Field(True, description="false: F is not used, the fused code is El's (ablation)")
+    fusion_audio: bool = Field(True, description="false: F sees a zero audio code (ablation: capacity without voice)")
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +112,26 @@ class ModelConfig(BaseModel):
         first as in the reference: 257 x 257 for 4 s (no centre padding: 1 + (64000 - 512) // 248)."""
         samples = round(self.audio_seconds * SPEC_SAMPLE_RATE)
         return 1 + (samples - SPEC_N_FFT) // SPEC_HOP, SPEC_N_FFT // 2 + 1
+
+
+# Which config fields shape which network (the rest, SHARED_FIELDS, shape them all). A file
+# holding some networks is checked, and a stage fingerprinted, on their fields only: a
+# 16x16 El can be trained on the G and Eh made for the 8x8 one.
+SHARED_FIELDS = frozenset({"resolution", "n_latents", "latent_dim"})
+NETWORK_FIELDS: dict[str, frozenset[str]] = {
+    "G": frozenset({"mapping_layers", "mapping_lr_mul", "g_channel_base", "g_channel_max"}),
+    "D": frozenset({"d_channel_base", "d_channel_max"}),
+    "Eh": frozenset({"eh_base", "eh_cap"}),
+    "El": frozenset({"el_base", "el_cap", "el_scales", "lr_size"}),
+    "Ea": frozenset({"ea_base", "ea_cap", "ea_blocks", "ea_fc", "ea_norm", "audio_seconds"}),
+    "F": frozenset({"fusion_hidden", "fusion_layers", "fusion", "fusion_audio"}),
+}
+
+
+def config_fields(cfg: ModelConfig, networks: Iterable[str]) -> dict[str, Any]:
+    """The part of ``cfg`` that shapes ``networks`` (JSON-ready)."""
+    keep = set(SHARED_FIELDS).union(*(NETWORK_FIELDS[n] for n in networks))
+    return {k: v for k, v in cfg.model_dump(mode="json").items() if k in keep}
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -164,7 +187,8 @@ def _build(name: str, cfg: ModelConfig) -> nn.Module:
         return AudioEncoder(cfg.spectrogram_shape, cfg.n_latents, cfg.latent_dim, base=cfg.ea_base,
                             cap=cfg.ea_cap, n_blocks=cfg.ea_blocks, fc=cfg.ea_fc, norm=cfg.ea_norm)
     if name == "F":
-        return ResidualFusion(cfg.n_latents, cfg.latent_dim, hidden=cfg.fusion_hidden, n_layers=cfg.fusion_layers)
+        return ResidualFusion(cfg.n_latents, cfg.latent_dim, hidden=cfg.fusion_hidden, n_layers=cfg.fusion_layers,
+                              enabled=cfg.fusion, use_audio=cfg.fusion_audio)
     raise AssertionError(name)
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from components.errors import EarshotError
 from components.io import atomic_path
 from components.models import ModelConfig, build_models
+from components.models.presets import NETWORK_FIELDS, config_fields
 
 FORMAT = "earshot.face_sr"
 VERSION = 1
@@ -90,10 +91,11 @@ def load_checkpoint(path: str | Path, *, expect_stage: str | None = None, expect
         raise CheckpointError(f"{path}: a {ckpt.get('kind')!r} file, expected a {expect_kind!r} file")
     if expect_config is not None:
         found = json.loads(ckpt["model_config"])
-        wanted = expect_config.model_dump(mode="json")
+        held = [n for n in ckpt.get("models", {}) if n in NETWORK_FIELDS]
+        wanted = config_fields(expect_config, held) if held else expect_config.model_dump(mode="json")
         diff = [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in wanted.items() if found.get(k) != v]
         if diff:
-            raise CheckpointError(f"{path}: made for another model (face_sr preset/overrides): {'; '.join(diff)}")
+            raise CheckpointError(f"{path}: made for another model (params face_sr: preset, overrides, lr_size, audio_seconds, audio, fusion): {'; '.join(diff)}")
     return ckpt
 
 

@@ -57,6 +57,7 @@ from components.data.dataset import ShardDataset
 from components.errors import ConfigError
 from components.io import fingerprint, sha256_file
 from components.models import ModelConfig, build_models, get_preset
+from components.models.presets import config_fields
 from components.models.layers import pixel_norm
 from components.tracking import StageRun, stage_run
 from components.training import loop
@@ -90,10 +91,24 @@ RUN_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every", "threads",
             "channels_last", "out_dir"}
 
 
+# The networks each stage trains (what its fingerprint covers of the model config; the
+# upstream networks enter it through the hashes of their model.pt files).
+TRAINS = {"train_g": ("G", "D"), "train_eh": ("Eh", "G"), "train_el": ("El",), "train_ea": ("Ea",),
+          "train_fusion": ("F",)}
+# face_sr keys that are model config fields too (the ablation knobs), by their config name.
+KNOBS = {"lr_size": "lr_size", "audio_seconds": "audio_seconds", "audio": "fusion_audio", "fusion": "fusion"}
+
+
 def model_config(face_sr: FaceSRParams) -> ModelConfig:
-    """The networks' sizes: ``face_sr.preset`` with ``face_sr.overrides`` applied."""
+    """The networks' sizes: ``face_sr.preset`` with ``face_sr.overrides`` and the ablation
+    knobs (``face_sr.lr_size``, ``audio_seconds``, ``audio``, ``fusion``) applied."""
+    clash = sorted(set(face_sr.overrides) & set(KNOBS.values()))
+    if clash:
+        raise ConfigError(f"params.yaml: face_sr.overrides: set {clash} with face_sr."
+                          f"{', face_sr.'.join(k for k, v in KNOBS.items() if v in clash)} instead")
+    knobs = {field: getattr(face_sr, key) for key, field in KNOBS.items()}
     try:
-        return get_preset(face_sr.preset, **face_sr.overrides)
+        return get_preset(face_sr.preset, **face_sr.overrides, **knobs)
     except (ValidationError, ValueError, TypeError) as exc:
         raise ConfigError(f"params.yaml: face_sr.overrides: {exc}") from None
 
@@ -395,11 +410,17 @@ def training_data(params: Params, name: str, cfg: ModelConfig, batch_size: int, 
 def run_fingerprint(params: Params, name: str, cfg: ModelConfig) -> str:
     """What the stage learns from: its settings, the model, the shards and upstream models."""
     section = getattr(params, name).model_dump(mode="json", exclude=RUN_ONLY)
-    face_sr = params.face_sr.model_dump(mode="json", exclude=RUN_ONLY)
+    face_sr = params.face_sr.model_dump(mode="json", exclude=RUN_ONLY | set(KNOBS))  # knobs: in the config part
     files = {"shards": params.data_path("shards", "index.json")}  # index.json holds every shard's sha256
     files |= {up: stage_dir(params, up) / "model.pt" for up in UPSTREAM[name]}
     inputs = {key: sha256_file(path) for key, path in files.items() if path.is_file()}
-    return fingerprint(name, section, face_sr, cfg.model_dump(mode="json"), inputs)
+    return fingerprint(name, section, face_sr, config_fields(cfg, TRAINS[name]), inputs)
+
+
+def steps_of(params: Params, name: str, cfg: ModelConfig) -> int:
+    """Steps the stage trains: none for ``train_fusion`` with fusion off (F is unused then;
+    the stage only bundles G, El and Ea into the model file inference reads)."""
+    return 0 if name == "train_fusion" and not cfg.fusion else getattr(params, name).steps
 
 
 def previous_run(out: Path, name: str, fp: str) -> dict[str, Any] | None:
@@ -439,13 +460,14 @@ def train_stage(name: str, params: Params, *, progress: bool = True) -> dict[str
         if not path.is_file():
             raise CheckpointError(f"{path}: no such model: run the earlier stages first (`dvc repro {name}`)")
     fp = run_fingerprint(params, name, cfg)
+    steps = steps_of(params, name, cfg)
     resume = previous_run(out, name, fp)
-    if resume is not None and resume["final"] and resume["step"] == p.steps and (out / "model.pt").is_file() \
+    if resume is not None and resume["final"] and resume["step"] == steps and (out / "model.pt").is_file() \
             and (out / "summary.json").is_file():
-        log.info("%s: up to date (%d steps, same settings and inputs): nothing to do", name, p.steps)
+        log.info("%s: up to date (%d steps, same settings and inputs): nothing to do", name, steps)
         return json.loads((out / "summary.json").read_text())
-    if resume is not None and resume["step"] > p.steps:
-        log.info("%s: checkpoint is at step %d, beyond steps=%d: training from scratch", name, resume["step"], p.steps)
+    if resume is not None and resume["step"] > steps:
+        log.info("%s: checkpoint is at step %d, beyond steps=%d: training from scratch", name, resume["step"], steps)
         resume = None
 
     runtime = loop.setup_runtime(fs.device, amp=fs.amp, channels_last=fs.channels_last, threads=fs.threads)
@@ -455,7 +477,7 @@ def train_stage(name: str, params: Params, *, progress: bool = True) -> dict[str
         out.mkdir(parents=True, exist_ok=True)
         data = training_data(params, name, cfg, p.batch_size, runtime)
         stage = build_stage(name, params, cfg, runtime)
-        config = loop.LoopConfig(p.steps, p.log_every, p.sample_every, p.checkpoint_every, fs.seed, cfg, fp)
+        config = loop.LoopConfig(steps, p.log_every, p.sample_every, p.checkpoint_every, fs.seed, cfg, fp)
         section = {**p.model_dump(mode="json"), "face_sr": fs.model_dump(mode="json"),
                    "model": cfg.model_dump(mode="json")}
         inputs = [params.data_path("shards"), *upstream_files(params, name)]
