@@ -1,1 +1,7 @@
 """Evaluation of face super-resolution: metrics, evaluator networks, the method comparison, figures."""
+
+# Direction of every metric the evaluation reports (the last part of a
+# ``<split>.<method>.<metric>`` key). Here, not in a module that loads torch, so that the
+# comparison of ablations reads it cheaply.
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "stlpips": False, "attr_acc": True,
+                    "age_err": False, "id_acc": True, "id_cos": True, "follows_audio": True}

@@ -46,7 +46,7 @@ from rich.progress import track
 from torch import nn
 
 from components.config import EvaluateParams
-from components.evaluation import grids
+from components.evaluation import HIGHER_IS_BETTER, grids
 from components.evaluation import metrics as M
 from components.evaluation.evaluators import FaceJudge, Judgement, identity_labels, identity_of
 from components.inference.face_sr import FaceSR
@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 METHODS = ("bicubic", "image_only", "audio_only", "fused", "mismatched")
 METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "stlpips": False, "attr_acc": True,
-                    "age_err": False, "id_acc": True, "id_cos": True}
 SEX_NAMES = {0.0: "F", 1.0: "M"}
 
 

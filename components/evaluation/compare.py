@@ -1,0 +1,565 @@
+"""Compare the variants of an ablation sweep as MLflow recorded them.
+
+The ablation flow (``earshot flow ablation NAME``) runs every variant of a sweep from
+``params.yaml`` under one MLflow *parent* run (tags ``kind=sweep``, ``sweep``,
+``baseline``, ``git_sha``; params = the sweep definition, flattened) and gives each
+variant one child run with ``kind=variant``, ``sweep``, ``variant`` (and
+``dvc_exp_name``) holding that variant's final ``evaluate`` metrics
+(``<split>.<method>.<metric>``, :mod:`components.evaluation.face_sr_eval`) and its
+overrides as params. This module reads exactly those runs back and turns them into:
+
+* a comparison table (:func:`comparison_table`): one row per variant, baseline first,
+  each selected metric and its difference to the baseline;
+* a markdown report (:func:`markdown_report`): one table per split (``seen`` = closed
+  set, ``unseen`` = open set), the sweep's description, each variant's overrides, the
+  git commit and the runs;
+* a figure (:func:`plot_comparison`): one panel per metric, bars per variant, or a line
+  over the variants' values when they are numbers (``1s``/``2s``/``4s``, ``8x8``/``16x16``).
+
+Reading goes through ``mlflow.search_runs``; :func:`write_comparison` and
+:func:`log_to_parent` are the only writers. MLflow and matplotlib are imported inside
+the functions that need them, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from components.errors import EarshotError
+from components.evaluation import HIGHER_IS_BETTER
+from components.io import atomic_path, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+SPLITS = {"seen": "closed set: new clips of the training speakers",
+          "unseen": "open set: speakers never trained on"}
+# The default selection: the paper's model on fidelity, attributes and identity; whether
+# a foreign voice steers the face; and the image-only model's identity and attributes,
+# the reference the voice has to improve on.
+KEY_METRICS = ("fused.psnr", "fused.ssim", "fused.stlpips", "fused.attr_acc", "fused.age_err", "fused.id_acc",
+               "fused.id_cos", "mismatched.follows_audio", "image_only.id_cos", "image_only.attr_acc")
+DEFAULT_METRICS = tuple(f"{split}.{key}" for split in SPLITS for key in KEY_METRICS)
+ARTIFACT_PATH = "comparison"
+
+
+class CompareError(EarshotError):
+    """The sweep, its runs or the tracking store asked for cannot be found."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One sweep's parent run and its variants' runs, as read from MLflow.
+
+    ``runs`` has one row per variant (index: the variant name, baseline first), with
+    the columns of ``mlflow.search_runs`` (``run_id``, ``status``, ``metrics.*``,
+    ``params.*``, ``tags.*``).
+    """
+
+    name: str
+    tracking_uri: str
+    parent: Mapping[str, Any]
+    runs: pd.DataFrame
+    baseline: str
+    overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def parent_id(self) -> str:
+        return str(self.parent["run_id"])
+
+    @property
+    def description(self) -> str:
+        return str(_get(self.parent, "params.description") or _get(self.parent, "tags.description") or "")
+
+    @property
+    def git_sha(self) -> str:
+        return str(_get(self.parent, "tags.git_sha") or "")
+
+    @property
+    def experiment_id(self) -> str:
+        return str(self.parent["experiment_id"])
+
+    def run_url(self, run_id: str) -> str | None:
+        """A link to the run in the MLflow UI when the store is a tracking server."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def _get(row: Mapping[str, Any], key: str) -> Any:
+    """A value of a search_runs row, None when the column is absent or empty (NaN)."""
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+# --- reading MLflow ---------------------------------------------------------------------
+
+
+def check_store(uri: str) -> None:
+    """Fail with the URI in the message when there is no tracking store to read.
+
+    MLflow would silently create an empty SQLite database (and then report "no runs"),
+    or retry an unreachable server for minutes; both hide the real mistake.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = Path(unquote(uri.removeprefix("sqlite:///")))  # sqlite:///rel.db is relative to the cwd
+        if not path.is_file():
+            raise CompareError(f"no MLflow tracking database at {path} (tracking URI {uri}); run a sweep first "
+                               "(`earshot flow ablation NAME`) or set MLFLOW_TRACKING_URI / tracking.uri")
+    elif parsed.scheme in ("", "file"):
+        path = Path(unquote(parsed.path))
+        if not path.is_dir():
+            raise CompareError(f"no MLflow file store at {path} (tracking URI {uri})")
+    elif parsed.scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except requests.RequestException as exc:
+            raise CompareError(f"the MLflow tracking server {uri} does not answer ({exc.__class__.__name__}); "
+                               "start it with `earshot server up` or set MLFLOW_TRACKING_URI") from None
+
+
+def _search(filter_string: str, experiment: str | None, **kwargs: Any) -> pd.DataFrame:
+    import mlflow
+
+    where: dict[str, Any] = {"search_all_experiments": True} if experiment is None else {"experiment_names": [experiment]}
+    return mlflow.search_runs(filter_string=filter_string, output_format="pandas", **where, **kwargs)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def find_parent(sweep: str | None = None, parent_id: str | None = None, experiment: str | None = None
+                ) -> Mapping[str, Any]:
+    """The parent run: ``parent_id`` if given, else the latest ``kind=sweep`` run of
+    ``sweep``, else the latest sweep of any name. MLflow's tracking URI must be set."""
+    import mlflow
+
+    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
+        raise CompareError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}")
+    if parent_id:
+        found = _search(f"attributes.run_id = {_quote(parent_id)}", experiment)
+        if found.empty:
+            raise CompareError(f"no run {parent_id} in {mlflow.get_tracking_uri()}")
+        row = found.iloc[0]
+        if _get(row, "tags.kind") != "sweep":
+            raise CompareError(f"run {parent_id} is not a sweep's parent run (tag kind={_get(row, 'tags.kind')!r}, "
+                               "expected 'sweep')")
+        if sweep and _get(row, "tags.sweep") != sweep:
+            raise CompareError(f"run {parent_id} is the parent of sweep {_get(row, 'tags.sweep')!r}, not {sweep!r}")
+        return row
+    query = "tags.kind = 'sweep'" + (f" and tags.sweep = {_quote(sweep)}" if sweep else "")
+    found = _search(query, experiment, order_by=["attributes.start_time DESC"], max_results=1)
+    if found.empty:
+        known = sorted(set(_search("tags.kind = 'sweep'", experiment).get("tags.sweep", pd.Series()).dropna()))
+        what = f"sweep {sweep!r}" if sweep else "sweep"
+        listing = f"; sweeps recorded: {', '.join(known)}" if known else "; run one with `earshot flow ablation NAME`"
+        raise CompareError(f"no parent run of a {what} in {mlflow.get_tracking_uri()}{listing}")
+    return found.iloc[0]
+
+
+def load_sweep(uri: str, sweep: str | None = None, *, parent_id: str | None = None,
+               experiment: str | None = None) -> Sweep:
+    """Read a sweep's parent run and its ``kind=variant`` child runs from ``uri``.
+
+    Points MLflow at ``uri`` (``mlflow.set_tracking_uri``, as a stage run does). When a
+    variant was logged twice under the same parent (a rerun), the latest run counts.
+    """
+    import mlflow
+
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    parent = find_parent(sweep, parent_id, experiment)
+    name, parent_run = str(_get(parent, "tags.sweep") or ""), str(parent["run_id"])
+    runs = _search(f"tags.kind = 'variant' and tags.sweep = {_quote(name)} and "
+                   f"tags.mlflow.parentRunId = {_quote(parent_run)}", experiment)
+    if runs.empty:
+        raise CompareError(f"sweep {name!r}: its parent run {parent_run} in {uri} has no variant runs "
+                           "(child runs tagged kind=variant) yet")
+    baseline = str(_get(parent, "tags.baseline") or _get(parent, "params.baseline") or "")
+    runs = latest_per_variant(runs, baseline)
+    if baseline not in runs.index:
+        raise CompareError(f"sweep {name!r} (parent run {parent_run}): no run of its baseline variant {baseline!r} "
+                           f"to compare with; variants found: {', '.join(runs.index)}")
+    return Sweep(name, uri, parent, runs, baseline, variant_overrides(parent, runs))
+
+
+def latest_per_variant(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """One row per ``tags.variant`` (its latest run), indexed by variant, baseline first,
+    then in numeric order when the names are numbers, else in the order they ran."""
+    runs = runs.dropna(subset=["tags.variant"]).sort_values("start_time")
+    runs = runs.drop_duplicates("tags.variant", keep="last").set_index("tags.variant", drop=False)
+    runs.index.name = "variant"
+    others = [v for v in runs.index if v != baseline]
+    values = numeric_values(list(runs.index))
+    if values is not None:
+        others.sort(key=values.__getitem__)
+    return runs.loc[[v for v in [baseline] if v in runs.index] + others]
+
+
+def variant_overrides(parent: Mapping[str, Any], runs: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Each variant's param overrides: from the parent's flattened sweep definition
+    (``variants.<variant>.<key>``), else the variant run's own params."""
+    out: dict[str, dict[str, str]] = {}
+    for variant, row in runs.iterrows():
+        prefix = f"params.variants.{variant}."
+        defined = {k.removeprefix(prefix): str(v) for k, v in parent.items()
+                   if k.startswith(prefix) and _get(parent, k) is not None}
+        logged = {k.removeprefix("params."): str(v) for k, v in row.items()
+                  if k.startswith("params.") and _get(row, k) is not None}
+        out[str(variant)] = defined or logged
+    return out
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+_NUMBER = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z%]*)$", re.IGNORECASE)
+_SQUARE = re.compile(r"^(\d+)x(\d+)$", re.IGNORECASE)
+
+
+def numeric_values(variants: Sequence[str]) -> dict[str, float] | None:
+    """The number each variant name stands for (``2s`` -> 2, ``16x16`` -> 16) when every
+    name is a number with the same unit; None otherwise (``audio_on``/``audio_off``)."""
+    values, units = {}, set()
+    for name in variants:
+        if m := _SQUARE.match(name):
+            values[name], unit = float(m[1]), "px"
+        elif m := _NUMBER.match(name):
+            values[name], unit = float(m[1]), m[2].lower()
+        else:
+            return None
+        units.add(unit)
+    return values if len(units) == 1 and len(values) > 1 else None
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """``unseen.fused.id_cos`` -> (``unseen``, ``fused``, ``id_cos``)."""
+    split, method, metric = key.split(".", 2)
+    return split, method, metric
+
+
+def higher_is_better(key: str) -> bool | None:
+    """Direction of a metric key (by its last part); None when unknown."""
+    return HIGHER_IS_BETTER.get(key.rsplit(".", 1)[-1])
+
+
+def verdict(key: str, delta: float) -> str | None:
+    """``better``/``worse``/``same`` for a difference to the baseline in metric ``key``;
+    None when it is missing or the metric's direction is unknown."""
+    direction = higher_is_better(key)
+    if direction is None or delta is None or math.isnan(delta):
+        return None
+    if delta == 0:
+        return "same"
+    return "better" if (delta > 0) == direction else "worse"
+
+
+def delta_column(key: str) -> str:
+    return f"Δ {key}"
+
+
+def select_metrics(available: Iterable[str], selection: Sequence[str] | None = None) -> list[str]:
+    """The metric keys to compare, in selection order.
+
+    An entry is a full key (``seen.fused.psnr``), a key without its split (``fused.psnr``:
+    every split) or a glob (``*.fused.*``). Without a selection: :data:`DEFAULT_METRICS`.
+    Entries nothing matches are left out (a skipped metric, e.g. LPIPS without AlexNet).
+    """
+    available = list(dict.fromkeys(available))
+    chosen: list[str] = []
+    for entry in selection or DEFAULT_METRICS:
+        if any(c in entry for c in "*?["):
+            matches = [k for k in available if fnmatch.fnmatchcase(k, entry)]
+        elif entry.count(".") == 1:
+            matches = [f"{split}.{entry}" for split in SPLITS if f"{split}.{entry}" in available]
+        else:
+            matches = [entry] if entry in available else []
+        if not matches:
+            log.info("no variant logged a metric %r: left out", entry)
+        chosen += [k for k in matches if k not in chosen]
+    return chosen
+
+
+def comparison_table(runs: pd.DataFrame, baseline: str, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per variant (``runs``' order, baseline first), for each selected metric
+    its value and its difference to the baseline (column :func:`delta_column`).
+
+    ``runs`` is indexed by variant with ``metrics.<key>`` columns (:attr:`Sweep.runs`).
+    A metric a variant did not log is NaN, and so is its difference.
+    """
+    if baseline not in runs.index:
+        raise CompareError(f"baseline {baseline!r} is not among the variants {list(runs.index)}")
+    order = [baseline] + [v for v in runs.index if v != baseline]
+    logged = [c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")]
+    keys = select_metrics(logged, metrics)
+    if not keys:
+        raise CompareError(f"none of the metrics {list(metrics or DEFAULT_METRICS)} was logged by the variants; "
+                           f"logged: {', '.join(sorted(logged)) or 'nothing'}")
+    table = pd.DataFrame(index=pd.Index(order, name="variant"))
+    for key in keys:
+        values = pd.to_numeric(runs.loc[order, f"metrics.{key}"], errors="coerce")
+        table[key] = values.to_numpy()
+        table[delta_column(key)] = (values - values.loc[baseline]).to_numpy()
+    return table
+
+
+def metric_keys(table: pd.DataFrame) -> list[str]:
+    """The metric keys of a comparison table, without their delta columns."""
+    return [c for c in table.columns if not c.startswith("Δ ")]
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def decimals(values: Iterable[float]) -> int:
+    """Decimals to show a metric with: 2 for values in the tens (PSNR 21.37 dB), else 3
+    (SSIM 0.681, accuracies, cosines), the same for a whole row so that it reads aligned."""
+    finite = [abs(v) for v in values if v is not None and not math.isnan(v)]
+    return 2 if finite and max(finite) >= 10 else 3
+
+
+def fmt(value: float | None, places: int = 3, *, signed: bool = False) -> str:
+    """``value`` with ``places`` decimals (and its sign when ``signed``); '–' when missing."""
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value:+.{places}f}" if signed else f"{value:.{places}f}"
+
+
+def row_cells(table: pd.DataFrame, key: str, baseline: str) -> tuple[str, list[tuple[str, str, str | None]]]:
+    """One metric's cells: the baseline's value, then for every other variant (value,
+    signed difference, :func:`verdict`), all with the row's decimals."""
+    places = decimals(table[key])
+    cells = [(fmt(table.at[v, key], places), fmt(table.at[v, delta_column(key)], places, signed=True),
+              verdict(key, table.at[v, delta_column(key)])) for v in table.index if v != baseline]
+    return fmt(table.at[baseline, key], places), cells
+
+
+def metric_label(key_without_split: str) -> str:
+    direction = higher_is_better(key_without_split)
+    return key_without_split + ("" if direction is None else " ↑" if direction else " ↓")
+
+
+def split_rows(table: pd.DataFrame, split: str) -> list[tuple[str, str]]:
+    """(``method.metric``, full key) of one split's metrics, in table order."""
+    return [(key.split(".", 1)[1], key) for key in metric_keys(table) if split_key(key)[0] == split]
+
+
+def markdown_report(sweep: Sweep, table: pd.DataFrame, *, plot_file: str | None = None) -> str:
+    """The comparison as markdown: the sweep, its variants and runs, a table per split.
+
+    Rows are metrics (``method.metric``, ↑ higher / ↓ lower is better), columns the
+    variants, baseline first; the other variants show ``value (difference)``.
+    """
+    base = sweep.baseline
+    lines = [f"# Ablation `{sweep.name}`", ""]
+    if sweep.description:
+        lines += [sweep.description, ""]
+    parent_name = _get(sweep.parent, "tags.mlflow.runName")
+    lines += [f"- parent run: {_run_ref(sweep, sweep.parent_id, parent_name)}",
+              f"- tracking: `{sweep.tracking_uri}`",
+              f"- git commit: `{sweep.git_sha or 'unknown'}`",
+              f"- baseline: `{base}`; differences are variant - baseline", ""]
+    lines += ["## Variants", "", "| variant | overrides | run | DVC experiment | status |", "|---|---|---|---|---|"]
+    for variant, row in sweep.runs.iterrows():
+        overrides = sweep.overrides.get(str(variant)) or {}
+        text = ", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "(params.yaml as is)"
+        name = f"**{variant}** (baseline)" if variant == base else str(variant)
+        lines.append(f"| {name} | {text} | {_run_ref(sweep, str(row['run_id']))} | "
+                     f"{_get(row, 'tags.dvc_exp_name') or '–'} | {_get(row, 'status') or '–'} |")
+    others = [v for v in table.index if v != base]
+    for split, what in SPLITS.items():
+        rows = split_rows(table, split)
+        if not rows:
+            continue
+        lines += ["", f"## {split} ({what})", "",
+                  "| metric | " + " | ".join([f"{base} (baseline)", *others]) + " |",
+                  "|---" * (len(others) + 2) + "|"]
+        for label, key in rows:
+            base_cell, cells = row_cells(table, key, base)
+            shown = [base_cell] + [f"{value} ({delta})" for value, delta, _ in cells]
+            lines.append(f"| {metric_label(label)} | " + " | ".join(shown) + " |")
+    lines += ["", "↑ higher is better, ↓ lower is better. Metrics: components/evaluation/face_sr_eval.py."]
+    if plot_file:
+        lines += ["", f"![{sweep.name}]({plot_file})"]
+    return "\n".join(lines) + "\n"
+
+
+def _run_ref(sweep: Sweep, run_id: str, name: str | None = None) -> str:
+    """The run's id (and name), linked to the MLflow UI when the store is a server."""
+    label = f"{name} ({run_id})" if name else run_id
+    url = sweep.run_url(run_id)
+    return f"[{label}]({url})" if url else f"`{label}`"
+
+
+# --- the figure ------------------------------------------------------------------------------
+
+
+def plot_comparison(table: pd.DataFrame, baseline: str, *, title: str = "") -> Figure:
+    """One panel per ``method.metric``, one colour per split.
+
+    Variants with numeric names (``1s``/``2s``/``4s``) make a line over their value (the
+    baseline's point ringed); other variants grouped bars, baseline first and hatched,
+    the y axis zoomed on the values (ablation differences are small next to the values).
+    Built on a bare :class:`~matplotlib.figure.Figure` (Agg when saved): no pyplot state,
+    so it works the same headless and in a notebook.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    panels = list(dict.fromkeys(k.split(".", 1)[1] for k in metric_keys(table)))
+    splits = [s for s in SPLITS if any(split_key(k)[0] == s for k in metric_keys(table))]
+    splits += sorted({split_key(k)[0] for k in metric_keys(table)} - set(splits))
+    variants = list(table.index)
+    values = numeric_values(variants)
+    cols = min(max(len(panels), 1), 4)
+    rows = -(-max(len(panels), 1) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.7 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    width = 0.8 / max(len(splits), 1)
+    for ax, panel in zip(axes, panels):
+        shown = []
+        for i, split in enumerate(splits):
+            key = f"{split}.{panel}"
+            series = table[key] if key in table else pd.Series(np.nan, index=table.index)
+            color = f"C{i}"
+            shown += [v for v in series if not math.isnan(v)]
+            if values is not None:
+                order = sorted(variants, key=values.__getitem__)
+                ax.plot([values[v] for v in order], [series[v] for v in order], "o-", color=color, label=split)
+                ax.plot([values[baseline]], [series[baseline]], "o", ms=11, mfc="none", color=color)
+            else:
+                x = np.arange(len(variants)) + (i - (len(splits) - 1) / 2) * width
+                bars = ax.bar(x, series.to_numpy(dtype=float), width, color=color, label=split)
+                bars[0].set_hatch("//")
+        if values is None and shown:
+            lo, hi = min(shown), max(shown)
+            pad = (hi - lo) * 0.25 or abs(hi) * 0.05 or 0.05
+            ax.set_ylim(lo - pad, hi + pad)
+        if values is not None:
+            ticks = sorted(variants, key=values.__getitem__)
+            ax.set_xticks([values[v] for v in ticks], ticks, fontsize=7)
+        else:
+            ax.set_xticks(np.arange(len(variants)), variants, fontsize=7, rotation=20, ha="right")
+        ax.set_title(metric_label(panel), fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    if panels:
+        handles = [Patch(color=f"C{i}", label=split) for i, split in enumerate(splits)]
+        axes[0].legend(handles=handles, fontsize=7)
+    mark = "ringed" if values is not None else "hatched"
+    fig.suptitle(f"{title + ': ' if title else ''}baseline {baseline} ({mark})", fontsize=10)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+# --- writing and logging -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare` made: the table, the files, and their paths on the parent run."""
+
+    sweep: Sweep
+    table: pd.DataFrame
+    report: Path
+    plot: Path
+    logged: tuple[str, ...] = ()
+
+
+def write_comparison(sweep: Sweep, table: pd.DataFrame, out_dir: str | Path) -> Comparison:
+    """``<out_dir>/comparison.md`` and ``comparison.png``, written atomically."""
+    out_dir = Path(out_dir)
+    plot = out_dir / "comparison.png"
+    fig = plot_comparison(table, sweep.baseline, title=sweep.name)
+    with atomic_path(plot) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    report = out_dir / "comparison.md"
+    write_bytes_atomic(report, markdown_report(sweep, table, plot_file=plot.name).encode())
+    return Comparison(sweep, table, report, plot)
+
+
+def log_to_parent(comparison: Comparison, artifact_path: str = ARTIFACT_PATH) -> tuple[str, ...]:
+    """Log the report and the figure to the sweep's parent run (``comparison/``); their
+    artifact paths. Logging again replaces them."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=comparison.sweep.tracking_uri)
+    for path in (comparison.report, comparison.plot):
+        client.log_artifact(comparison.sweep.parent_id, str(path), artifact_path)
+    return (f"{artifact_path}/{comparison.report.name}", f"{artifact_path}/{comparison.plot.name}")
+
+
+def variant_images(sweep: Sweep, dst: str | Path, pattern: str = "grid_*.png") -> dict[str, list[Path]]:
+    """Download each variant's images named like ``pattern`` (the evaluate stage's sample
+    grids): from its ``kind=variant`` run, else from its ``evaluate`` stage run under the
+    same parent. Variants without such images are absent from the result."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep.tracking_uri)
+    mlflow.set_tracking_uri(sweep.tracking_uri)
+    stage_runs = mlflow.search_runs(
+        [sweep.experiment_id], f"tags.mlflow.parentRunId = {_quote(sweep.parent_id)} and tags.stage = 'evaluate'",
+        order_by=["attributes.start_time DESC"], output_format="pandas")
+    found: dict[str, list[Path]] = {}
+    for variant, row in sweep.runs.iterrows():
+        candidates = [str(row["run_id"])]
+        if not stage_runs.empty and "tags.variant" in stage_runs:
+            candidates += list(stage_runs.loc[stage_runs["tags.variant"] == variant, "run_id"])
+        for run_id in candidates:
+            paths = [p for p in _artifact_files(client, run_id) if fnmatch.fnmatchcase(Path(p).name, pattern)]
+            if paths:
+                found[str(variant)] = [Path(mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=p, dst_path=str(Path(dst) / str(variant)),
+                    tracking_uri=sweep.tracking_uri)) for p in sorted(paths)]
+                break
+    return found
+
+
+def _artifact_files(client: Any, run_id: str, path: str | None = None, depth: int = 3) -> list[str]:
+    files: list[str] = []
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            if depth > 1:
+                files += _artifact_files(client, run_id, info.path, depth - 1)
+        else:
+            files.append(info.path)
+    return files
+
+
+def compare(uri: str, sweep: str | None = None, *, parent_id: str | None = None, out_dir: str | Path | None = None,
+            metrics: Sequence[str] | None = None, experiment: str | None = None, log_parent: bool = True
+            ) -> Comparison:
+    """Everything ``earshot compare`` does: read, tabulate, write the report and the
+    figure to ``out_dir`` (default ``results/compare/<sweep>``), log both to the parent."""
+    found = load_sweep(uri, sweep, parent_id=parent_id, experiment=experiment)
+    table = comparison_table(found.runs, found.baseline, metrics)
+    result = write_comparison(found, table, out_dir or Path("results") / "compare" / found.name)
+    return replace(result, logged=log_to_parent(result)) if log_parent else result
