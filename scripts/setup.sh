@@ -3,6 +3,7 @@
 #
 #   bash scripts/setup.sh          # runtime: .venv with earshot and its pipeline tools
 #   bash scripts/setup.sh --dev    # + test tools
+#   bash scripts/setup.sh --browser  # + test tools, chromium + chromedriver (apt), selenium
 #
 # On a fresh Debian machine with Python 3.11 and no GPU it creates .venv, installs
 # ffmpeg from apt when missing, installs everything under constraints.txt (CPU torch
@@ -18,9 +19,10 @@ cd "$(dirname "$0")/.."
 MODE=runtime
 for arg in "$@"; do
   case "$arg" in
-    --dev) MODE=dev ;;
+    --dev) [ "$MODE" = browser ] || MODE=dev ;;
+    --browser) MODE=browser ;;
     -h|--help) sed -n 2,15p "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (use --dev)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev or --browser)" >&2; exit 2 ;;
   esac
 done
 
@@ -36,6 +38,16 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
     echo "setup.sh: ffmpeg is missing and apt-get is not available: install ffmpeg yourself" >&2; exit 1
   fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+fi
+
+# 1b. Debian's chromium and its driver for the browser test (tests/browser, `pytest -m browser`).
+if [ "$MODE" = browser ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  say "installing chromium and chromium-driver from apt"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup.sh: chromium/chromedriver are missing and apt-get is not available: install them yourself" >&2; exit 1
+  fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
 # 2. The virtual environment.
@@ -78,7 +90,7 @@ else
 fi
 
 # 5. Install (pip reuses its cache; resemblyzer's declared deps pull a broken sdist).
-EXTRA=""; [ "$MODE" = dev ] && EXTRA="[dev]"
+EXTRA=""; [ "$MODE" = dev ] && EXTRA="[dev]"; [ "$MODE" = browser ] && EXTRA="[dev,browser]"
 say "installing earshot$EXTRA (first run: a few minutes)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$PY" -m pip install -q --upgrade "pip>=24" setuptools wheel
