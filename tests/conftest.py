@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # No test may reach a hub; tests run offline exactly as CI does.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")  # scratch DVC repos would spawn an analytics daemon each
 
 
 def tiny_params(tmp_path: Path, **overrides: object) -> Params:
