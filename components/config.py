@@ -235,6 +235,8 @@ class EvaluateParams(Section):
     """Comparison of face-SR methods on the test splits (components/evaluation/face_sr_eval.py)."""
 
     batch_size: int = Field(32, ge=1)
+    frames_per_clip: int = Field(4, ge=1, description="evenly spaced test frames scored per clip (more samples, "
+                                                     "less noise; they share the clip's speaker)")
     grid_samples: int = Field(8, ge=1, description="rows of grid_<split>.png")
     mix_faces: int = Field(4, ge=1, description="rows (low-res faces) of mixing_<split>.png")
     mix_voices: int = Field(6, ge=1, description="columns (voices of different speakers) of mixing_<split>.png")

@@ -2,13 +2,17 @@
 
 import functools
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from components.errors import Rejected
-from components.runner import Item, Outcome, run_items, write_outcome
+from components.errors import ConfigError, Rejected
+from components.runner import Item, Outcome, _check_shared_storage, _sees, fanout, run_items, write_outcome
+from tests.conftest import tiny_params
 
 
 def work(item: Item, out_dir: Path, calls: Path | None = None) -> dict:
@@ -122,3 +126,181 @@ def test_atomic_files_get_the_usual_mode(tmp_path: Path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
+
+
+# ----------------------------------------------------------------------------- fan-out
+# The same items through every executor `fanout` can choose must give the same outcome:
+# records, quarantine (reason and detail) and output files.
+
+FANOUT_KEYS = [f"s{i % 3}/v/{i}" for i in range(8)] + ["bad1", "boom1"]
+
+
+def threads_and_pid(item: Item, out_dir: Path) -> dict:
+    """Also reports how many BLAS threads the worker may use (must be 1 in worker processes)."""
+    record = work(item, out_dir)
+    return {**record, "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()}
+
+
+def fanout_outcome(params, out_dir: Path, fn=work, also=None) -> tuple[Outcome, dict[str, str]]:
+    """Run FANOUT_KEYS through ``fanout(params)``; ``also(pool)`` then uses the same executor."""
+    with fanout(params) as pool:
+        out = run_items("t", items(*FANOUT_KEYS), functools.partial(fn, out_dir=out_dir), out_dir, executor=pool,
+                        progress=False)
+        if also is not None:
+            also(pool)
+    files = {str(p.relative_to(out_dir)): p.read_text() for p in sorted(out_dir.rglob("*.txt"))}
+    return out, files
+
+
+def comparable(out: Outcome) -> tuple[list[dict], list[dict]]:
+    return (out.records_frame().drop(columns=["omp", "pid"], errors="ignore").to_dict("records"),
+            out.quarantine_frame().drop(columns="time").to_dict("records"))
+
+
+@pytest.fixture(scope="module")
+def dask_address():
+    """One LocalCluster of 2 worker processes for the module (starting one costs seconds)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def inline(tmp_path: Path):
+    """The reference: every item in this process, one after the other."""
+    return fanout_outcome(tiny_params(tmp_path, **{"common.workers": 1}), tmp_path / "inline")
+
+
+@pytest.mark.parametrize("runner", ["process", "thread", "dask"])
+def test_every_task_runner_gives_the_inline_outcome(tmp_path: Path, inline, runner: str, request):
+    overrides = {"common.workers": 2, "orchestration.task_runner": runner}
+    if runner == "dask":
+        overrides["orchestration.dask_address"] = request.getfixturevalue("dask_address")
+    out, files = fanout_outcome(tiny_params(tmp_path, **overrides), tmp_path / runner, threads_and_pid)
+    assert comparable(out) == comparable(inline[0]) and files == inline[1]
+    assert comparable(out)[1][0] == {"stage": "t", "key": "bad1", "source": "src/bad1", "reason": "corrupt",
+                                     "detail": "bad1 is broken"}  # a Rejected item quarantined there too
+    assert len(files) == 8
+    if runner != "thread":  # the items ran in worker processes, with one BLAS thread each
+        assert {r["omp"] for r in out.records} == {"1"} and os.getpid() not in {r["pid"] for r in out.records}
+
+
+def test_dask_without_an_address_starts_its_own_local_cluster(tmp_path: Path, inline):
+    params = tiny_params(tmp_path, **{"common.workers": 2, "orchestration.task_runner": "dask"})
+    out, files = fanout_outcome(params, tmp_path / "own", threads_and_pid)
+    assert comparable(out) == comparable(inline[0]) and files == inline[1]
+    assert len({r["pid"] for r in out.records}) == 2  # the LocalCluster has common.workers processes
+
+
+def test_dask_resume_skips_what_another_executor_did(tmp_path: Path, dask_address: str):
+    """Sidecars are written by the stage process, so any executor resumes any other's run."""
+    calls = tmp_path / "calls.log"
+    fn = functools.partial(work, out_dir=tmp_path, calls=calls)
+    run_items("t", items("a", "bad1", "boom1"), fn, tmp_path, progress=False)
+    calls.unlink()
+    params = tiny_params(tmp_path, **{"orchestration.task_runner": "dask", "orchestration.dask_address": dask_address})
+    with fanout(params) as pool:
+        out = run_items("t", items("a", "bad1", "boom1", "c"), fn, tmp_path, executor=pool, progress=False)
+    assert sorted(calls_of(calls)) == ["boom1", "c"] and out.skipped == 2
+
+
+def die_or_work(item: Item, out_dir: Path) -> dict:
+    """'die*' items kill their worker process outright, as a segfault or the OOM killer would."""
+    if item.key.startswith("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return work(item, out_dir)
+
+
+@pytest.mark.parametrize("runner", ["process", "dask"])
+def test_a_dead_worker_costs_only_its_own_item(tmp_path: Path, runner: str, request):
+    keys = [f"k{i}" for i in range(4)] + ["die1"] + [f"m{i}" for i in range(4)] + ["die2", "bad1"]
+    overrides = {"common.workers": 2, "orchestration.task_runner": runner}
+    if runner == "dask":
+        overrides["orchestration.dask_address"] = request.getfixturevalue("dask_address")
+    with fanout(tiny_params(tmp_path, **overrides)) as pool:
+        out = run_items("t", items(*keys), functools.partial(die_or_work, out_dir=tmp_path), tmp_path, executor=pool,
+                        progress=False)
+    assert sorted(r["key"] for r in out.records) == sorted(k for k in keys if k[0] in "km")
+    q = out.quarantine_frame().set_index("key")
+    assert sorted(q.index) == ["bad1", "die1", "die2"] and q.loc["bad1", "reason"] == "corrupt"
+    assert q.loc["die1", "reason"] == "error" and "worker failed" in q.loc["die1", "detail"]
+    assert not (tmp_path / ".items" / "die1.json").exists()  # no sidecar: the next run tries it again
+
+
+class _Cluster:
+    """A Dask client whose second worker is on a machine without the shared data folder."""
+
+    def run(self, fn, *args):
+        return {"tcp://10.0.0.1:40000": fn(*args), "tcp://10.0.0.2:40000": False}
+
+
+def test_dask_workers_must_see_the_data_folder(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"tcp://10.0.0.2:40000.*shared storage"):
+        _check_shared_storage(_Cluster(), tmp_path / "data")
+    assert not list((tmp_path / "data").iterdir())  # the probe is gone
+    assert _sees(str(tmp_path), os.getcwd()) and not _sees(str(tmp_path / "absent"), os.getcwd())
+
+
+def test_an_unreachable_dask_scheduler_names_the_param(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import distributed
+
+    def refuse(address, timeout):
+        raise OSError(f"Timed out trying to connect to {address} after {timeout} s")
+
+    monkeypatch.setattr(distributed, "Client", refuse)
+    params = tiny_params(tmp_path, **{"orchestration.task_runner": "dask",
+                                      "orchestration.dask_address": "tcp://10.0.0.9:8786"})
+    with pytest.raises(ConfigError, match=r"orchestration.dask_address 'tcp://10.0.0.9:8786': no Dask scheduler"):
+        with fanout(params):
+            pass
+
+
+def test_prefect_task_runs_need_a_prefect_server(tmp_path: Path):
+    """Without a server Prefect would start a temporary one in every worker process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    params = tiny_params(tmp_path, **{"orchestration.prefect_tasks": True, "orchestration.task_runner": "thread"})
+    with temporary_settings(updates={PREFECT_API_URL: None}), pytest.raises(ConfigError, match="Prefect server"):
+        with fanout(params):
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["thread", "process", "dask"])
+def test_prefect_task_runners_give_the_inline_outcome(tmp_path: Path, inline, runner: str, request, prefect_server):
+    """Every item a Prefect task run (against a temporary Prefect server): the same outcome."""
+    overrides = {"common.workers": 2, "orchestration.task_runner": runner, "orchestration.prefect_tasks": True}
+    if runner == "dask":
+        overrides["orchestration.dask_address"] = request.getfixturevalue("dask_address")
+
+    def direct_calls(pool):  # as the shards stage uses it: any picklable callable, its exceptions come back
+        fn = functools.partial(work, out_dir=tmp_path / "direct")
+        assert pool.submit(fn, items("d")[0]).result() == {"chars": 2, "outputs": ["d.txt"]}
+        assert isinstance(pool.submit(fn, items("boom2")[0]).exception(), ZeroDivisionError)
+
+    before = prefect_server()
+    out, files = fanout_outcome(tiny_params(tmp_path, **overrides), tmp_path / runner, threads_and_pid, direct_calls)
+    assert comparable(out) == comparable(inline[0]) and files == inline[1]
+    expected = sorted(FANOUT_KEYS + ["boom2", "d"])  # each call one task run, named after its item's key
+    deadline = time.monotonic() + 30  # the server records task runs from their events, a moment later
+    while True:
+        names = sorted(name for run_id, name in prefect_server().items() if run_id not in before)
+        if names == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert names == expected
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A temporary Prefect server (its own database) for the module; returns {task run id: name}."""
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    def task_runs() -> dict[str, str]:
+        with get_client(sync_client=True) as client:
+            return {str(run.id): run.name for run in client.read_task_runs(limit=200)}
+
+    with prefect_test_harness():
+        yield task_runs

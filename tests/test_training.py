@@ -6,17 +6,21 @@ stage, the resume logic and the DDP path run in seconds on two cores.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from components.config import Params, parse_params
 from components.data.dataset import ShardDataset
-from components.data.shards import write_shards
+from components.data.shards import shard_files, write_shards
 from components.errors import ConfigError
 from components.models import build_models, get_preset
 from components.training import checkpoint as ckpt_io
@@ -213,7 +217,9 @@ def _free_port() -> int:
 
 def _ddp_worker(rank: int, world: int, port: int, root: str, data_dir: str, upstream: str) -> None:
     """One rank: train_g and train_el (from the fixture's Eh/G) for 3 steps each, then
-    save this rank's copy of the trained parameters."""
+    save this rank's copy of the trained parameters and the clips it read: the clips each
+    stage cached, and a full evaluation pass through a DataLoader worker process
+    (which must learn the rank from the process group too)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     params = make_params(Path(root), Path(data_dir), **{"tracking.enabled": False, "train_el.w_perc": 0.0})
@@ -222,10 +228,11 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, data_dir: str, upst
     if rank == 0:
         shutil.copytree(upstream, face_sr.stage_dir(params, "train_eh"))
     torch.distributed.barrier()
-    weights = {}
+    weights, read = {}, {}
     for name in ("train_g", "train_el"):
         stage = face_sr.build_stage(name, params, cfg, runtime)
         data = face_sr.training_data(params, name, cfg, batch_size=4, runtime=runtime)
+        read[name] = [data.keys[i] for i in data.clip.tolist()]  # the clip of every cached sample
         config = loop.LoopConfig(steps=3, log_every=1, sample_every=100, checkpoint_every=100, seed=0,
                                  model_config=cfg, fingerprint="ddp-test")
         loop.train(stage, data, config, Path(root) / name, runtime, progress=False)
@@ -234,6 +241,9 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, data_dir: str, upst
         weights |= {f"{name}.{net}.{k}": v.detach().clone() for net in stage.trained
                     for k, v in stage.networks[net].named_parameters()}
     torch.save(weights, Path(root) / f"rank{rank}.pt")
+    evaluation = ShardDataset(params.data_path("shards"), "train", train=False, hr_size=cfg.resolution)
+    read["eval"] = [k for batch in DataLoader(evaluation, batch_size=2, num_workers=1) for k in batch["key"]]
+    (Path(root) / f"rank{rank}.json").write_text(json.dumps(read))
     loop.teardown_runtime(runtime)
 
 
@@ -248,6 +258,17 @@ def test_ddp_two_gloo_processes_keep_identical_weights(trained: tuple[Params, di
     assert all(torch.equal(r0[k], r1[k]) for k in r0), [k for k in r0 if not torch.equal(r0[k], r1[k])][:5]
     init = build_models(face_sr.model_config(params.face_sr), 0, ("El",))["El"].state_dict()
     assert not torch.equal(r0["train_el.El.head.2.weight"], init["head.2.weight"])  # it did train
+    # ... on different data: in step because gradients are averaged, not because both ranks saw the same.
+    # The cache holds cache_frames_per_clip passes; in each pass every clip goes to one rank only, so
+    # the two caches hold equal shares that together have every clip exactly that many times.
+    read = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    clips = sorted(k for f in shard_files(data_dir / "shards", "train") for k in pq.read_table(f)["key"].to_pylist())
+    passes = params.face_sr.cache_frames_per_clip
+    for name in ("train_g", "train_el"):
+        assert len(read[0][name]) == len(read[1][name]) == len(clips) * passes // 2, name
+        assert Counter(read[0][name] + read[1][name]) == {clip: passes for clip in clips}, name
+    assert read[0]["eval"] and read[1]["eval"] and not set(read[0]["eval"]) & set(read[1]["eval"])
+    assert sorted(read[0]["eval"] + read[1]["eval"]) == clips  # evaluation: every clip once, on one rank
 
 
 def test_wrong_checkpoints_fail_clearly_naming_the_file(trained: tuple[Params, dict[str, dict]], tmp_path: Path):

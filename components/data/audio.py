@@ -51,7 +51,7 @@ from components.config import AudioParams, Params
 from components.errors import EarshotError, Rejected
 from components.io import file_identity
 from components.media.write import write_wav
-from components.runner import Item, Outcome, run_items
+from components.runner import Item, Outcome, fanout, run_items
 
 __all__ = ["audio_envelope", "clip_items", "evaluate_vad", "load_audio", "mouth_signal", "process_clip",
            "run_stage"]
@@ -163,8 +163,8 @@ def run_stage(params: Params, raw_dir: str | Path, faces_dir: str | Path, out_di
     check_vad_config(cfg)  # a missing pyannote checkpoint fails here, before any clip
     items = clip_items(raw_dir, faces_dir)
     work = functools.partial(process_clip, cfg=cfg, sample_rate=params.common.sample_rate, out_dir=str(out_dir))
-    outcome = run_items(STAGE, items, work, out_dir, config=clip_config(params), workers=params.common.workers,
-                        progress=progress)
+    with fanout(params) as pool:
+        outcome = run_items(STAGE, items, work, out_dir, config=clip_config(params), executor=pool, progress=progress)
     if cfg.speaker_check:
         sources = {it.key: it.source for it in items}
         outcome.records, rejected = speaker_consistency(outcome.records, cfg.speaker_threshold)

@@ -15,7 +15,8 @@ the fly and computes the model inputs with :mod:`components.data.features`:
 
 Parallelism: the row groups of the split are dealt out round-robin to the
 ``world_size x num_workers`` consumers (the DDP rank from ``torch.distributed`` when it is
-initialised, or explicit ``rank``/``world_size``; the DataLoader worker from
+initialised, read when the dataset is made so that DataLoader worker processes get it too,
+or explicit ``rank``/``world_size``; the DataLoader worker from
 ``get_worker_info``), so every row is read by exactly one consumer. Training
 (``train=True``) shuffles the row-group order with (seed, epoch), mixes samples in a
 shuffle buffer and draws random frames, all from a generator seeded by (seed, epoch,
@@ -23,8 +24,8 @@ consumer): call :meth:`set_epoch` before each epoch (the epoch lives in shared m
 so persistent DataLoader workers see it too). A training epoch is cut to the same number
 of samples on every rank (DDP needs equal step counts; clips shorter than the video
 window, which are skipped with a warning, can still make a rank come up short). Evaluation (``train=False``) is
-deterministic and complete: row-group order, the middle frame (or centred window), no
-buffer.
+deterministic and complete: row-group order, the middle frame (or ``eval_frames`` evenly
+spaced ones; the centred window in video mode), no buffer.
 
 Samples are dicts of tensors plus ``key``/``speaker_id`` strings, ready for the default
 ``collate_fn``. The speaker's scalar attributes (``attr_*``) come along: numbers and
@@ -125,11 +126,18 @@ class ShardDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         stretch: bool = False,
+        eval_frames: int = 1,
     ):
         if mode not in ("face_sr", "video"):
             raise ValueError(f"mode must be 'face_sr' or 'video', got {mode!r}")
+        if eval_frames < 1:
+            raise ValueError(f"eval_frames must be >= 1, got {eval_frames}")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
+        if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Read now: DataLoader workers started by spawn or forkserver have no process group,
+            # and would each take themselves for rank 0 of 1 (every rank reading every row).
+            rank, world_size = distributed_rank()
         self.files = shard_files(shards_dir, split)
         self.units = row_groups(self.files)
         self.split, self.mode = split, mode
@@ -137,6 +145,7 @@ class ShardDataset(IterableDataset):
         self.hr_size, self.lr_size, self.window = hr_size, lr_size, window
         self.spec_seconds, self.shuffle_buffer, self.seed = spec_seconds, shuffle_buffer, seed
         self.rank, self.world_size, self.stretch = rank, world_size, stretch
+        self.eval_frames = eval_frames
         # In shared memory, so that set_epoch reaches DataLoader workers that already exist
         # (persistent_workers=True); plain attributes are copied into workers once.
         self._epoch = mp.RawValue("q", 0)
@@ -185,12 +194,11 @@ class ShardDataset(IterableDataset):
             pf = files.setdefault(unit.path, pq.ParquetFile(unit.path))
             for batch in pf.iter_batches(row_groups=[unit.index], columns=self.columns):
                 for i in range(batch.num_rows):
-                    sample = self._sample(batch, i, rng)
-                    if sample is not None:
-                        yield sample
+                    yield from self._sample(batch, i, rng)
 
-    def _sample(self, batch: pa.RecordBatch, i: int, rng: np.random.Generator | None) -> dict[str, Any] | None:
-        """Row ``i`` of ``batch`` as a sample (None when a clip is too short for the mode)."""
+    def _sample(self, batch: pa.RecordBatch, i: int, rng: np.random.Generator | None) -> list[dict[str, Any]]:
+        """Row ``i`` of ``batch`` as samples: one, or in evaluation ``eval_frames`` evenly spaced
+        frames of the clip (face_sr mode); none when a clip is too short for the mode."""
         col = batch.column
         frames = col("frames")[i].values  # zero-copy view: only the chosen JPEGs are copied out
         audio, sr = decode_flac(col("audio")[i].as_py())
@@ -198,18 +206,20 @@ class ShardDataset(IterableDataset):
         for name in self.attributes:
             out[name] = attribute_value(col(name)[i].as_py(), name in self.text_attributes)
         fps = int(col("fps")[i].as_py())
-        media = (self._face_sr if self.mode == "face_sr" else self._video)(frames, audio, sr, fps, rng)
+        if self.mode == "face_sr":
+            n, k = len(frames), self.eval_frames
+            # training: a random frame; evaluation: the middle one, or k evenly spaced
+            picks = [int(rng.integers(n))] if rng is not None else sorted({n * (2 * j + 1) // (2 * k) for j in range(k)})
+            return [out | self._face_sr(frames, audio, sr, fps, f) for f in picks]
+        media = self._video(frames, audio, sr, fps, rng)
         if media is None:
             log.warning("%s: %d frames, shorter than the %d-frame window: skipped", out["key"], len(frames),
                         self.window)
-            return None
-        return out | media
+            return []
+        return [out | media]
 
-    def _face_sr(self, frames: pa.BinaryArray, audio: np.ndarray, sr: int, fps: int,
-                 rng: np.random.Generator | None) -> dict[str, Any]:
-        """One frame (random, or the middle one in eval) and the 4 s of audio centred on it."""
-        n = len(frames)
-        f = int(rng.integers(n)) if rng is not None else n // 2
+    def _face_sr(self, frames: pa.BinaryArray, audio: np.ndarray, sr: int, fps: int, f: int) -> dict[str, Any]:
+        """Frame ``f`` and the 4 s of audio centred on it."""
         hr = resize(to_float_image(decode_jpeg(frames[f].as_py())), self.hr_size)
         n_spec = int(round(self.spec_seconds * sr))
         start = min(max(0, int(round(f / fps * sr)) - n_spec // 2), max(0, len(audio) - n_spec))

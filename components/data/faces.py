@@ -51,7 +51,7 @@ from components.io import atomic_path, file_identity
 from components.media.probe import probe
 from components.media.read import iter_frames
 from components.media.write import write_video
-from components.runner import Item, Outcome, run_items
+from components.runner import Item, Outcome, fanout, run_items
 
 log = logging.getLogger(__name__)
 
@@ -221,5 +221,5 @@ def run_stage(params: Params, raw_dir: str | Path, out_dir: str | Path, progress
     """Run the stage over ``raw_dir`` into ``out_dir`` (resumable; see components.runner)."""
     work = functools.partial(process_clip, faces=params.faces, fps=params.common.fps, out_dir=str(out_dir))
     config = {"fps": params.common.fps, "faces": params.faces.model_dump(mode="json")}
-    return run_items(STAGE, clip_items(raw_dir), work, out_dir, config=config,
-                     workers=params.common.workers, progress=progress)
+    with fanout(params) as pool:
+        return run_items(STAGE, clip_items(raw_dir), work, out_dir, config=config, executor=pool, progress=progress)

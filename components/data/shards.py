@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from components.config import Params
 from components.errors import EarshotError, Rejected
 from components.io import atomic_path, file_identity, fingerprint, sha256_file, write_json_atomic
-from components.runner import Outcome, default_executor
+from components.runner import Outcome, fanout
 
 log = logging.getLogger(__name__)
 
@@ -450,19 +450,17 @@ def write_shards(params: Params, raw_dir: str | Path, faces_dir: str | Path, aud
     encode = functools.partial(_encode_or_reject, faces_dir=str(faces_dir), audio_dir=str(audio_dir),
                                jpeg_quality=cfg.jpeg_quality, sample_rate=params.common.sample_rate)
     clips_todo = [clip for plan, _ in todo for clip in plan.clips]
-    pool = default_executor(params.common.workers)
-    results = track(_ordered_map(encode, clips_todo, pool, ahead=4 * params.common.workers),
-                    total=len(clips_todo), description=STAGE, disable=not progress)
-    try:
-        for plan, fp in todo:
-            entry = _write_shard(out_dir, plan, fp, schema, attributes, cfg.row_group_size, results)
-            if not any(r["reason"] == "error" for r in entry["rejected"]):  # unexpected errors: retry next run
-                write_json_atomic(_sidecar(out_dir, plan.path), entry)
-            entries.append(entry)
-    finally:
-        results.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with fanout(params) as pool:
+        results = track(_ordered_map(encode, clips_todo, pool, ahead=4 * params.common.workers),
+                        total=len(clips_todo), description=STAGE, disable=not progress)
+        try:
+            for plan, fp in todo:
+                entry = _write_shard(out_dir, plan, fp, schema, attributes, cfg.row_group_size, results)
+                if not any(r["reason"] == "error" for r in entry["rejected"]):  # unexpected errors: retry next run
+                    write_json_atomic(_sidecar(out_dir, plan.path), entry)
+                entries.append(entry)
+        finally:
+            results.close()
 
     entries.sort(key=lambda e: e["path"])
     for entry in entries:
