@@ -47,7 +47,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path))
     mc = model.config
     splits = {name: functools.partial(ShardDataset, shards, split, "face_sr", train=False, hr_size=mc.resolution,
-                                      lr_size=mc.lr_size, spec_seconds=mc.audio_seconds)
+                                      lr_size=mc.lr_size, spec_seconds=mc.audio_seconds,
+                                      eval_frames=cfg.frames_per_clip)
               for name, split in SPLITS.items()}
     notes = [f"model: {params.face_sr.out_dir}/train_fusion/model.pt ({params.face_sr.preset} preset, "
              f"{mc.lr_size}x{mc.lr_size} -> {mc.resolution}x{mc.resolution}); judge: {evaluator_path}"

@@ -78,6 +78,20 @@ def test_face_sr_sample_shapes_ranges_and_middle_frame(shards_dir: Path, stored:
     assert resized["hr"].shape == (3, 32, 32) and resized["lr"].shape == (3, 4, 4)
 
 
+def test_evaluation_can_score_evenly_spaced_frames_of_every_clip(shards_dir: Path, stored: dict):
+    ds = ShardDataset(shards_dir, "train", "face_sr", train=False, hr_size=CROP, lr_size=8, eval_frames=3)
+    frames: dict[str, list[int]] = {}
+    for s in ds:
+        assert s["frame"] == stamp_frame(image_u8(s["hr"]))
+        frames.setdefault(s["key"], []).append(s["frame"])
+    assert len(frames) == ds.num_rows
+    for key, picked in frames.items():
+        n = len(stored[key]["frames"])
+        assert picked == [n // 6, n // 2, 5 * n // 6]
+    with pytest.raises(ValueError, match="eval_frames"):
+        ShardDataset(shards_dir, "train", "face_sr", eval_frames=0)
+
+
 def test_video_sample_is_a_consecutive_window_with_aligned_audio(shards_dir: Path, stored: dict):
     t = 5
     ds = ShardDataset(shards_dir, "test_seen", "video", train=False, hr_size=CROP, window=t)

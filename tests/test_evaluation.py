@@ -305,7 +305,7 @@ def test_an_empty_split_is_reported_not_an_error(world: Params, evaluators_run: 
     seen = functools.partial(ShardDataset, world.data_path("shards"), "test_seen", train=False, hr_size=32)
     metrics = evaluate(model, scorers, {"seen": seen, "unseen": list}, tmp_path, world.evaluate)
     assert metrics and all(k.startswith("seen.") for k in metrics)
-    assert "**unseen** (test_unseen): 0 clips" in (tmp_path / "results.md").read_text()
+    assert "**unseen** (test_unseen): 0 test faces from 0 clips" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "grid_unseen.png").is_file() and (tmp_path / "mixing_unseen.png").is_file()
 
 

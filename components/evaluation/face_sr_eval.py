@@ -263,12 +263,12 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
 
 
 def results_table(metrics: Mapping[str, float], reference: Mapping[str, Mapping[str, float | None]],
-                  counts: Mapping[str, tuple[int, int]], notes: Iterable[str]) -> str:
+                  counts: Mapping[str, tuple[int, int, int]], notes: Iterable[str]) -> str:
     """``results.md``: rows split x method (+ the judge's ceiling on true faces), columns metrics."""
     arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
     lines = ["# Face super-resolution with an ear: evaluation", ""]
-    for split, (n, speakers) in counts.items():
-        lines.append(f"- **{split}** ({SPLITS[split]}): {n} clips of {speakers} people")
+    for split, (n, clips, speakers) in counts.items():
+        lines.append(f"- **{split}** ({SPLITS[split]}): {n} test faces from {clips} clips of {speakers} people")
     lines += ["", "| split | method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
               "|---|---|" + "---:|" * len(METRICS)]
 
@@ -305,7 +305,7 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
     counts: dict[str, tuple[int, int]] = {}
     for name, samples in splits.items():
         data = encode_split(model, name, samples(), cfg.batch_size)
-        counts[name] = (len(data), len(np.unique(data.identities)))
+        counts[name] = (len(data), len(set(data.keys)), len(np.unique(data.identities)))
         if not len(data):
             log.warning("%s (%s): no clips: nothing to evaluate", name, SPLITS[name])
             for figure in (f"grid_{name}.png", f"mixing_{name}.png"):  # declared outputs: say why they are blank
