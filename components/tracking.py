@@ -8,6 +8,13 @@ Every stage run is one MLflow run with:
   input (taken from ``dvc.lock`` when DVC already hashed it, computed otherwise);
 * metrics and small artifacts (reports, images). DVC owns data and checkpoints.
 
+Ablation sweeps (``earshot flow ablation``, ``pipelines/flows.py``) group their runs under
+one parent run: a process started with ``EARSHOT_PARENT_RUN_ID`` in its environment opens
+its stage run as a child of that run (tag ``mlflow.parentRunId``, the parent's experiment)
+tagged ``sweep=$EARSHOT_SWEEP`` and ``variant=$EARSHOT_VARIANT``. Environment variables,
+because the stage runs three processes away from the flow (flow -> ``dvc exp run`` ->
+stage command), and DVC passes the environment through.
+
 The tracking URI comes from params (``tracking.uri``), else ``$MLFLOW_TRACKING_URI``,
 else a project-local SQLite database ``sqlite:///<project>/mlflow.db`` (recent MLflow
 refuses a bare ``mlruns/`` file store). MLflow is imported lazily: importing this
@@ -28,6 +35,7 @@ import yaml
 
 from components import __version__
 from components.config import Params, TrackingParams
+from components.errors import ConfigError
 from components.io import hash_tree, project_root
 
 log = logging.getLogger(__name__)
@@ -148,6 +156,30 @@ class StageRun:
             mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+PARENT_RUN_ENV = "EARSHOT_PARENT_RUN_ID"
+SWEEP_ENV = "EARSHOT_SWEEP"
+VARIANT_ENV = "EARSHOT_VARIANT"
+
+
+def sweep_env(parent_run_id: str, sweep: str, variant: str) -> dict[str, str]:
+    """The environment that makes the stage runs of a process children of a sweep's run."""
+    return {PARENT_RUN_ENV: parent_run_id, SWEEP_ENV: sweep, VARIANT_ENV: variant}
+
+
+def use_experiment(cfg: TrackingParams, root: Path) -> str:
+    """Point MLflow at the tracking store and experiment of ``cfg`` (created with its
+    artifacts beside a SQLite store); returns the experiment id."""
+    import mlflow
+
+    # Quiet the per-process MLflow banner and the hub lookups of optional integrations.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = resolve_tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        mlflow.create_experiment(cfg.experiment, artifact_location=artifact_location(uri))
+    return mlflow.set_experiment(cfg.experiment).experiment_id
+
+
 def run_tags(stage: str, inputs: list[str | Path], root: Path) -> dict[str, str]:
     tags = {"stage": stage, "earshot_version": __version__, **git_info(root)}
     if exp := os.environ.get("DVC_EXP_NAME"):
@@ -168,27 +200,32 @@ def stage_run(
     run_name: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
 ) -> Iterator[StageRun]:
-    """Open an MLflow run for one stage execution (nested if a parent run is active)."""
+    """Open an MLflow run for one stage execution: nested if a run is active in this
+    process, else a child of ``$EARSHOT_PARENT_RUN_ID`` when a sweep set it."""
     root = root or project_root()
     if not params.tracking.enabled:
         yield StageRun(None)
         return
     import mlflow
 
-    # Quiet the per-process MLflow banner and the hub lookups of optional integrations.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking, root))
-    uri = resolve_tracking_uri(params.tracking, root)
-    if mlflow.get_experiment_by_name(params.tracking.experiment) is None:
-        mlflow.create_experiment(params.tracking.experiment, artifact_location=artifact_location(uri))
-    mlflow.set_experiment(params.tracking.experiment)
+    experiment_id = use_experiment(params.tracking, root)
     section = getattr(params, stage, None) if section is None else section
     logged: dict[str, Any] = {"common": params.common.model_dump(mode="json")}
     if section is not None:
         logged[stage] = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run_name or stage, nested=nested) as run:
+    parent = None if nested else os.environ.get(PARENT_RUN_ENV) or None
+    sweep_tags: dict[str, str] = {}
+    if parent:
+        try:  # the child lives in its parent's experiment, whatever this process's params say
+            experiment_id = mlflow.get_run(parent).info.experiment_id
+        except mlflow.MlflowException as exc:
+            raise ConfigError(f"{PARENT_RUN_ENV}={parent}: no such run in the tracking store "
+                              f"{resolve_tracking_uri(params.tracking, root)} ({exc.message})") from None
+        sweep_tags = {k: os.environ.get(env, "") for k, env in (("sweep", SWEEP_ENV), ("variant", VARIANT_ENV))}
+    with mlflow.start_run(run_name=run_name or stage, nested=nested, parent_run_id=parent,
+                          experiment_id=experiment_id) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(logged).items()})
         tags = run_tags(stage, list(inputs), root)
-        mlflow.set_tags({**tags, **(extra_tags or {})})
+        mlflow.set_tags({**tags, **sweep_tags, **(extra_tags or {})})
         yield StageRun(run.info.run_id)

@@ -13,11 +13,18 @@ from typing import Annotated, Optional
 import typer
 
 from pipelines._common import exit_on_user_error, parse_overrides, setup_logging
+from pipelines.cli_compare import compare
+from pipelines.cli_flow import flow_app, serve
+from pipelines.cli_server import server_app
 
 app = typer.Typer(help="earshot: audio-visual face super-resolution pipeline", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Data: synthesize, prepare your own videos, inspect shards", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.command("compare")(compare)
+app.add_typer(server_app, name="server")
+app.add_typer(flow_app, name="flow")
+app.command("serve")(serve)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override: KEY=VALUE (YAML value)")]
@@ -83,7 +90,7 @@ def stage(
     """Run one stage by name outside DVC (same as ``python -m pipelines.NAME``)."""
     import importlib
 
-    from pipelines.flows import dvc_stage_order
+    from components.orchestration import dvc_stage_order
 
     stages = dvc_stage_order()
     if name not in stages:

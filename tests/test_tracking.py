@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import mlflow
+import pytest
 import yaml
 
 from components.config import TrackingParams
@@ -85,3 +86,39 @@ def test_artifacts_live_beside_the_sqlite_database(tmp_path: Path):
         run.log_artifact(tmp_path / "a.txt")
     assert list((tmp_path / "mlartifacts").rglob("a.txt"))
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_stage_run_is_a_child_of_the_sweep_parent(tmp_path: Path, monkeypatch):
+    from components.tracking import sweep_env, use_experiment
+
+    params = tiny_params(tmp_path)
+    experiment_id = use_experiment(params.tracking, tmp_path)
+    parent = mlflow.MlflowClient().create_run(experiment_id, run_name="sweep audio", tags={"kind": "sweep"})
+    for key, value in sweep_env(parent.info.run_id, "audio", "audio_off").items():
+        monkeypatch.setenv(key, value)
+    # The child goes to its parent's experiment even when this process's params name another.
+    other = tiny_params(tmp_path, **{"tracking.experiment": "elsewhere"})
+    with stage_run("faces", other, root=tmp_path) as run:
+        pass
+    got = mlflow.get_run(run.run_id)
+    assert got.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert got.info.experiment_id == experiment_id
+    assert (got.data.tags["sweep"], got.data.tags["variant"], got.data.tags["stage"]) == ("audio", "audio_off", "faces")
+
+
+def test_stage_run_without_the_sweep_env_is_a_top_level_run(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("EARSHOT_PARENT_RUN_ID", raising=False)
+    params = tiny_params(tmp_path)
+    with stage_run("faces", params, root=tmp_path) as run:
+        pass
+    tags = mlflow.get_run(run.run_id).data.tags
+    assert "mlflow.parentRunId" not in tags and "sweep" not in tags
+
+
+def test_unknown_parent_run_is_a_clear_error(tmp_path: Path, monkeypatch):
+    from components.errors import ConfigError
+
+    monkeypatch.setenv("EARSHOT_PARENT_RUN_ID", "0" * 32)
+    with pytest.raises(ConfigError, match="EARSHOT_PARENT_RUN_ID=0+: no such run"):
+        with stage_run("faces", tiny_params(tmp_path), root=tmp_path):
+            pass
