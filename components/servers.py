@@ -38,6 +38,7 @@ from pathlib import Path
 from components.config import OrchestrationParams, Params
 from components.errors import EarshotError
 from components.io import atomic_path
+from components.tracking import artifact_location, local_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,11 @@ def mlflow_backend_uri(params: Params, root: Path) -> str:
     uri = params.tracking.uri
     if uri and "://" in uri and not uri.startswith(("http://", "https://", "databricks")):
         return uri
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return local_tracking_uri(root)
 
 
 def server_specs(params: Params, root: Path, environ: Mapping[str, str] | None = None) -> list[ServerSpec]:
     """Both servers as configured by ``params.orchestration`` (and the environment)."""
-    from components.tracking import artifact_location
 
     environ = os.environ if environ is None else environ
     cfg = params.orchestration

@@ -30,6 +30,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -41,20 +42,30 @@ from components.io import hash_tree, project_root
 log = logging.getLogger(__name__)
 
 
+def local_tracking_uri(root: Path | None = None) -> str:
+    """The project's own SQLite store, used when nothing else is configured."""
+    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
 def resolve_tracking_uri(cfg: TrackingParams, root: Path | None = None) -> str:
     if cfg.uri:
         return cfg.uri
     if env := os.environ.get("MLFLOW_TRACKING_URI"):
         return env
-    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+    return local_tracking_uri(root)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (relative ones to the cwd);
+    None for any other store."""
+    return Path(unquote(uri.removeprefix("sqlite:///"))) if uri.startswith("sqlite:///") else None
 
 
 def artifact_location(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside its database (``<db folder>/mlartifacts``);
     a tracking server decides for itself (None)."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.parent / "mlartifacts").resolve().as_uri() if db is not None else None
 
 
 def git_info(root: Path) -> dict[str, str]:

@@ -72,7 +72,7 @@ from components.orchestration import (
     transient_cause,
     variant_order,
 )
-from components.tracking import flatten, git_info, resolve_tracking_uri, sweep_env, use_experiment
+from components.tracking import flatten, git_info, resolve_tracking_uri, sqlite_path, sweep_env, use_experiment
 
 __all__ = ["DATA_STAGES", "StageFailed", "ablation", "dvc_stage_order", "pipeline", "run_data_stages"]
 
@@ -198,7 +198,7 @@ def mlflow_server_url(params: Params, root: Path, tracking_uri: str) -> str | No
 
 
 def _sqlite_missing(uri: str) -> bool:
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+    return (db := sqlite_path(uri)) is not None and not db.exists()
 
 
 def _open_store(uri: str) -> Any:

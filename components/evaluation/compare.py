@@ -39,6 +39,7 @@ import pandas as pd
 from components.errors import EarshotError
 from components.evaluation import HIGHER_IS_BETTER
 from components.io import atomic_path, write_bytes_atomic
+from components.tracking import sqlite_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -117,8 +118,7 @@ def check_store(uri: str) -> None:
     or retry an unreachable server for minutes; both hide the real mistake.
     """
     parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        path = Path(unquote(uri.removeprefix("sqlite:///")))  # sqlite:///rel.db is relative to the cwd
+    if (path := sqlite_path(uri)) is not None:
         if not path.is_file():
             raise CompareError(f"no MLflow tracking database at {path} (tracking URI {uri}); run a sweep first "
                                "(`earshot flow ablation NAME`) or set MLFLOW_TRACKING_URI / tracking.uri")
