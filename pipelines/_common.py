@@ -21,7 +21,7 @@ import yaml
 from components.config import Params, load_params
 from components.errors import EarshotError
 from components.io import write_json_atomic
-from components.runner import Outcome, write_outcome
+from components.orchestration.runner import Outcome, write_outcome
 from components.tracking import StageRun
 
 

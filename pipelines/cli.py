@@ -90,7 +90,7 @@ def stage(
     """Run one stage by name outside DVC (same as ``python -m pipelines.NAME``)."""
     import importlib
 
-    from components.orchestration import dvc_stage_order
+    from components.orchestration.dvc import dvc_stage_order
 
     stages = dvc_stage_order()
     if name not in stages:

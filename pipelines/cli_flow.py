@@ -25,7 +25,7 @@ from pipelines._common import exit_on_user_error
 
 if TYPE_CHECKING:
     from components.config import Params
-    from components.orchestration import StageResult
+    from components.orchestration.dvc import StageResult
 
 flow_app = typer.Typer(help="Prefect flows: the DVC pipeline, ablation sweeps", no_args_is_help=True)
 
@@ -50,7 +50,7 @@ def prefect_api_url() -> str | None:
 
 def project_server_api(params: Params, root: Path) -> str | None:
     """The API URL of the project's Prefect server when ``earshot server up`` runs it."""
-    from components.servers import ServerError, inspect, server_specs
+    from components.orchestration.servers import ServerError, inspect, server_specs
 
     try:
         spec = next(s for s in server_specs(params, root) if s.name == "prefect")
@@ -76,7 +76,7 @@ def prefect_api(params: Params, root: Path, *, required: bool = False) -> Iterat
             yield url
         return
     if required:
-        from components.servers import server_specs
+        from components.orchestration.servers import server_specs
 
         spec = next(s for s in server_specs(params, root) if s.name == "prefect")
         raise EarshotError("this needs a running Prefect server (deployments live on it), and none was found: "
@@ -126,7 +126,7 @@ def flow_run(
     project: ProjectOpt = None,
 ) -> None:
     """Reproduce the DVC pipeline as a Prefect flow: one task per stage, DVC decides what reruns."""
-    from components.orchestration import stages_for_target
+    from components.orchestration.dvc import stages_for_target
 
     root, params = _project(project)
     stages_for_target(target, root / "dvc.yaml")  # an unknown stage fails here, before Prefect starts

@@ -1,7 +1,7 @@
 """``earshot server up|down|status``: the local Prefect and MLflow servers (the UIs).
 
 Optional: every stage and flow also runs with no server (MLflow to the project's SQLite
-file, Prefect in its temporary mode). The process handling is in components/servers.py.
+file, Prefect in its temporary mode). The process handling is in components/orchestration/servers.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="overri
 def _specs(params: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
     from components.config import load_params
     from components.io import project_root
-    from components.servers import server_specs
+    from components.orchestration.servers import server_specs
 
     cfg = load_params(params, parse_overrides(overrides or []))
     return server_specs(cfg, project_root(params.resolve().parent))
@@ -64,7 +64,7 @@ def server_up(
     lines that point stages and flows at the servers."""
     import time
 
-    from components.servers import env_lines, up
+    from components.orchestration.servers import env_lines, up
 
     setup_logging()
     started = time.monotonic()
@@ -84,7 +84,7 @@ def server_down(
     set_: SetOpt = None,
 ) -> None:
     """Stop the servers that `earshot server up` started (their process groups only)."""
-    from components.servers import down
+    from components.orchestration.servers import down
 
     setup_logging()
     for st in down(_specs(params, set_), timeout=timeout):
@@ -97,6 +97,6 @@ def server_down(
 @exit_on_user_error
 def server_status(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Show both servers: state, PID, URL, database, log."""
-    from components.servers import inspect
+    from components.orchestration.servers import inspect
 
     _table([inspect(spec) for spec in _specs(params, set_)])

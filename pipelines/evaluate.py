@@ -3,7 +3,7 @@
 bicubic, image only, audio only, fused and mismatched-voice super-resolution of the
 same test clips, scored for fidelity (PSNR, SSIM, LPIPS, shift-tolerant LPIPS) and, by
 the evaluator network of the ``evaluators`` stage, for the speaker's attributes and
-identity (components/evaluation/face_sr_eval.py). Outputs in ``evaluate.out_dir``
+identity (components/evaluation/face_sr.py). Outputs in ``evaluate.out_dir``
 (``results/face_sr/``):
 ``metrics.json`` (the DVC metric), ``results.md``, ``grid_<split>.png``,
 ``mixing_<split>.png`` and ``ablation.png``; the same numbers go to MLflow.
@@ -21,13 +21,13 @@ import torch
 
 from components.config import Params
 from components.data.dataset import ShardDataset
-from components.evaluation.evaluators import FaceJudge, OnnxFaceEmbedder, load_evaluator
-from components.evaluation.face_sr_eval import SPLITS, Scorers, evaluate
+from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, load_evaluator
+from components.evaluation.face_sr import SPLITS, Scorers, evaluate
 from components.evaluation.metrics import load_lpips
 from components.inference.face_sr import load_face_sr, resolve_device
 from components.tracking import stage_run
 from components.training.face_sr import model_config
-from components.training.losses import PerceptualLoss
+from components.models.perceptual import PerceptualLoss
 from pipelines._common import exit_on_user_error, parse_stage_args
 from pipelines.evaluators import evaluator_dir
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from components.config import Params
-from components.evaluation.evaluators import build_evaluator
+from components.evaluation.judge import build_evaluator
 from components.io import write_json_atomic
 from components.tracking import stage_run
 from components.training.face_sr import model_config

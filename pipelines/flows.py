@@ -1,7 +1,7 @@
 """Prefect flows over the DVC pipeline, and running the data stages outside DVC.
 
 ``dvc.yaml`` is the only pipeline graph: the flows read their stage list from it
-(:mod:`components.orchestration`) and let DVC decide what reruns.
+(:mod:`components.orchestration.dvc`) and let DVC decide what reruns.
 
 * :func:`pipeline` (``earshot flow run [TARGET]``): the stages ``dvc repro [TARGET]``
   would consider, in its order, each a Prefect task running ``dvc repro --single-item
@@ -9,7 +9,7 @@
   DVC skips a stage whose deps, params and outs did not change, and the task reports
   ``ran`` or ``skipped`` from what DVC printed. A failure whose output says its cause is
   transient (a held lock, a busy SQLite database, an unreachable server:
-  :data:`components.orchestration.TRANSIENT_PATTERNS`) is retried
+  :data:`components.orchestration.dvc.TRANSIENT_PATTERNS`) is retried
   ``orchestration.stage_retries`` times after ``retry_delay_seconds``; any other failure
   is deterministic and stops the flow at once. Either way the flow run ends with a
   markdown artifact (key ``pipeline-summary``): each stage's status and duration and
@@ -54,7 +54,7 @@ from prefect.runtime import task_run as current_task_run
 from components.config import Params, load_params, set_dotted
 from components.errors import ConfigError, EarshotError
 from components.io import project_root, write_bytes_atomic
-from components.orchestration import (
+from components.orchestration.dvc import (
     RunLink,
     StageResult,
     attach_runs,
@@ -186,7 +186,7 @@ def mlflow_server_url(params: Params, root: Path, tracking_uri: str) -> str | No
     store the stages write to: run links then open in its UI."""
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri
-    from components.servers import ServerError, inspect, mlflow_backend_uri, server_specs
+    from components.orchestration.servers import ServerError, inspect, mlflow_backend_uri, server_specs
 
     try:
         spec = next(s for s in server_specs(params, root) if s.name == "mlflow")

@@ -1,7 +1,7 @@
 """DVC stage ``train_ea`` of "Face super-resolution with an ear", step 4: the audio
 encoder Ea, 4 s of speech -> the code of the speaker's face (Eh and G frozen).
 
-Outputs in ``models/face_sr/train_ea/`` (see components/training/face_sr.py). Several GPUs:
+Outputs in ``models/face_sr/train_ea/`` (see components/training/face_sr/). Several GPUs:
 ``torchrun --nproc-per-node N -m pipelines.train_ea``.
 """
 

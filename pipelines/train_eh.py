@@ -1,7 +1,7 @@
 """DVC stage ``train_eh`` of "Face super-resolution with an ear", step 2: the high-res
 encoder Eh learns to invert G (G fine-tuned at a lower learning rate).
 
-Outputs in ``models/face_sr/train_eh/`` (see components/training/face_sr.py). Several GPUs:
+Outputs in ``models/face_sr/train_eh/`` (see components/training/face_sr/). Several GPUs:
 ``torchrun --nproc-per-node N -m pipelines.train_eh``.
 """
 

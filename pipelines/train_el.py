@@ -1,7 +1,7 @@
 """DVC stage ``train_el`` of "Face super-resolution with an ear", step 3: the low-res
 encoder El, 8x8 face -> G's code (Eh and G frozen).
 
-Outputs in ``models/face_sr/train_el/`` (see components/training/face_sr.py). Several GPUs:
+Outputs in ``models/face_sr/train_el/`` (see components/training/face_sr/). Several GPUs:
 ``torchrun --nproc-per-node N -m pipelines.train_el``.
 """
 

@@ -1,7 +1,7 @@
 """DVC stage ``train_fusion`` of "Face super-resolution with an ear", step 5: the fusion
 network F of El's and Ea's codes (El, Ea and G frozen).
 
-Outputs in ``models/face_sr/train_fusion/`` (see components/training/face_sr.py). Several GPUs:
+Outputs in ``models/face_sr/train_fusion/`` (see components/training/face_sr/). Several GPUs:
 ``torchrun --nproc-per-node N -m pipelines.train_fusion``.
 """
 

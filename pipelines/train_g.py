@@ -2,7 +2,7 @@
 generator G (+ discriminator D) on the high-res training faces; its moving average
 G_ema is what the next stages build on.
 
-Outputs in ``models/face_sr/train_g/`` (see components/training/face_sr.py). Several GPUs:
+Outputs in ``models/face_sr/train_g/`` (see components/training/face_sr/). Several GPUs:
 ``torchrun --nproc-per-node N -m pipelines.train_g``.
 """
 

@@ -2,7 +2,7 @@
 
 Inputs are the clips that survived ``faces`` (``data/faces/index.parquet``, crops at
 ``common.fps``) and whose source video is in ``data/raw/index.parquet``. Per clip
-(:func:`process_clip`, run by :func:`components.runner.run_items` in worker processes):
+(:func:`process_clip`, run by :func:`components.orchestration.runner.run_items` in worker processes):
 
 1. extract the audio of the raw video at ``common.sample_rate``, in the video's time
    base (:func:`components.audio.extract.load_audio`); reject ``no_audio_stream``, and
@@ -51,7 +51,7 @@ from components.config import AudioParams, Params
 from components.errors import EarshotError, Rejected
 from components.io import file_identity
 from components.media.write import write_wav
-from components.runner import Item, Outcome, fanout, run_items
+from components.orchestration.runner import Item, Outcome, fanout, run_items
 
 __all__ = ["audio_envelope", "clip_items", "evaluate_vad", "load_audio", "mouth_signal", "process_clip",
            "run_stage"]

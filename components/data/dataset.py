@@ -50,7 +50,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from components.data.features import degrade, face_sr_spectrogram, mel_windows, resize, to_float_image
+from components.figures.images import from_hwc
+from components.data.features import degrade, face_sr_spectrogram, mel_windows, resize
 from components.data.shards import shard_files
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class ShardDataset(IterableDataset):
 
     def _face_sr(self, frames: pa.BinaryArray, audio: np.ndarray, sr: int, fps: int, f: int) -> dict[str, Any]:
         """Frame ``f`` and the 4 s of audio centred on it."""
-        hr = resize(to_float_image(decode_jpeg(frames[f].as_py())), self.hr_size)
+        hr = resize(from_hwc(decode_jpeg(frames[f].as_py())), self.hr_size)
         n_spec = int(round(self.spec_seconds * sr))
         start = min(max(0, int(round(f / fps * sr)) - n_spec // 2), max(0, len(audio) - n_spec))
         spec = face_sr_spectrogram(audio[start:start + n_spec], sr, self.spec_seconds)
@@ -236,7 +237,7 @@ class ShardDataset(IterableDataset):
         f = int(rng.integers(n - t + 1)) if rng is not None else (n - t) // 2
         others = [j for j in range(n) if not f <= j < f + t] or list(range(n))
         ref = int(rng.choice(others)) if rng is not None else others[0]
-        images = torch.stack([to_float_image(decode_jpeg(frames[j].as_py())) for j in (*range(f, f + t), ref)])
+        images = torch.stack([from_hwc(decode_jpeg(frames[j].as_py())) for j in (*range(f, f + t), ref)])
         images = resize(images, self.hr_size)
         a0, n_audio = int(round(f / fps * sr)), int(round(t / fps * sr))
         window_audio = np.pad(audio[a0:a0 + n_audio], (0, max(0, a0 + n_audio - len(audio))))

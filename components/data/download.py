@@ -13,7 +13,7 @@ Sources (``params.download.source``):
 
 Whatever the source, a clip enters ``data/raw/<key>.<ext>`` only after
 :func:`~components.media.probe.probe` decoded it; a broken one goes to the quarantine
-table with its reason. Items run through :func:`~components.runner.run_items` with a
+table with its reason. Items run through :func:`~components.orchestration.runner.run_items` with a
 thread pool (the work is I/O, ffmpeg subprocesses and PyAV decoding, all of which
 release the GIL), which gives resume and pruning. On top of the runner's resume, a
 rerun re-checks the previous results first (:func:`forget_stale`): an item whose file
@@ -44,7 +44,7 @@ from components.data.sources.manifest import ManifestRow, read_manifest
 from components.errors import Rejected
 from components.io import atomic_path, file_identity, fingerprint, sha256_file
 from components.media.probe import MediaInfo, probe
-from components.runner import SIDECARS, Item, Outcome, run_items
+from components.orchestration.runner import SIDECARS, Item, Outcome, run_items
 
 log = logging.getLogger(__name__)
 

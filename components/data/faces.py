@@ -51,7 +51,7 @@ from components.io import atomic_path, file_identity
 from components.media.probe import probe
 from components.media.read import iter_frames
 from components.media.write import write_video
-from components.runner import Item, Outcome, fanout, run_items
+from components.orchestration.runner import Item, Outcome, fanout, run_items
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def clip_items(raw_dir: str | Path) -> list[Item]:
 
 
 def run_stage(params: Params, raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> Outcome:
-    """Run the stage over ``raw_dir`` into ``out_dir`` (resumable; see components.runner)."""
+    """Run the stage over ``raw_dir`` into ``out_dir`` (resumable; see components.orchestration.runner)."""
     work = functools.partial(process_clip, faces=params.faces, fps=params.common.fps, out_dir=str(out_dir))
     config = {"fps": params.common.fps, "faces": params.faces.model_dump(mode="json")}
     with fanout(params) as pool:

@@ -24,22 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SPEC_SAMPLE_RATE = 16000
-SPEC_N_FFT = 512
-SPEC_HOP = 248
-SPEC_EPS = 1e-6
+from components.audio.spectrogram import SPEC_EPS, SPEC_HOP, SPEC_N_FFT, SPEC_SAMPLE_RATE
+from components.figures.images import from_hwc
+
 
 MEL_EPS = 1e-5
-
-
-def to_float_image(img: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """HxWx3 uint8 (numpy or tensor) -> 3xHxW float32 tensor in [-1, 1]."""
-    if isinstance(img, np.ndarray) and not (img.flags.writeable and img.flags.c_contiguous):
-        img = np.array(img)  # torch cannot wrap read-only memory (e.g. a PIL buffer)
-    t = torch.as_tensor(img)
-    if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[-1] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 image, got {tuple(t.shape)} {t.dtype}")
-    return t.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,7 +73,7 @@ def degrade(img: np.ndarray | torch.Tensor, size: int = 8, stretch: bool = False
     if isinstance(img, torch.Tensor) and img.is_floating_point():
         x = _stretch(img.float(), -1.0, 1.0) if stretch else img.float()
         return resize(x, size)
-    x = to_float_image(img)
+    x = from_hwc(img)
     if stretch:
         x = _stretch(x, -1.0, 1.0)
     out = resize(x, size).add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)

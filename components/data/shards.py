@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from components.config import Params
 from components.errors import EarshotError, Rejected
 from components.io import atomic_path, file_identity, fingerprint, sha256_file, write_json_atomic
-from components.runner import Outcome, fanout
+from components.orchestration.runner import Outcome, fanout
 
 log = logging.getLogger(__name__)
 

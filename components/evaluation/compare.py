@@ -5,7 +5,7 @@ The ablation flow (``earshot flow ablation NAME``) runs every variant of a sweep
 ``baseline``, ``git_sha``; params = the sweep definition, flattened) and gives each
 variant one child run with ``kind=variant``, ``sweep``, ``variant`` (and
 ``dvc_exp_name``) holding that variant's final ``evaluate`` metrics
-(``<split>.<method>.<metric>``, :mod:`components.evaluation.face_sr_eval`) and its
+(``<split>.<method>.<metric>``, :mod:`components.evaluation.face_sr`) and its
 overrides as params. This module reads exactly those runs back and turns them into:
 
 * a comparison table (:func:`comparison_table`): one row per variant, baseline first,
@@ -397,7 +397,7 @@ def markdown_report(sweep: Sweep, table: pd.DataFrame, *, plot_file: str | None 
             base_cell, cells = row_cells(table, key, base)
             shown = [base_cell] + [f"{value} ({delta})" for value, delta, _ in cells]
             lines.append(f"| {metric_label(label)} | " + " | ".join(shown) + " |")
-    lines += ["", "↑ higher is better, ↓ lower is better. Metrics: components/evaluation/face_sr_eval.py."]
+    lines += ["", "↑ higher is better, ↓ lower is better. Metrics: components/evaluation/face_sr.py."]
     if plot_file:
         lines += ["", f"![{sweep.name}]({plot_file})"]
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ mean over a split does not depend on how it was batched.
   in the ``stlpips-pytorch`` wheel (:class:`components.training.losses.PerceptualLoss`,
   reused as is: :func:`stlpips`).
 * Face attributes and identity as judged by an evaluator network
-  (:mod:`components.evaluation.evaluators`): per-sample :func:`binary_hits`,
+  (:mod:`components.evaluation.judge`): per-sample :func:`binary_hits`,
   :func:`abs_error`, :func:`closed_set_hits`, :func:`nearest_gallery_hits`,
   :func:`leave_one_out_hits`, :func:`rowwise_cosine` and :func:`follows_audio`, averaged by :func:`nanmean`. Unknown
   ground truth (NaN attributes, label -1) is NaN and left out of the mean rather than

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.data.features import SPEC_SAMPLE_RATE, degrade, face_sr_spectrogram, resize, to_float_image
+from components.audio.spectrogram import SPEC_SAMPLE_RATE
+from components.data.features import degrade, face_sr_spectrogram, resize
 from components.errors import EarshotError
-from components.evaluation.grids import nearest_up, to_uint8
+from components.figures.images import from_hwc, nearest_up, to_hwc
 from components.io import atomic_path
-from components.models import ModelConfig
-from components.training.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_networks
+from components.models.face_sr import ModelConfig
+from components.models.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_networks
 
 if TYPE_CHECKING:  # onnxruntime and OpenCV load only when a face is to be detected
     from components.faces.detect import FaceDetector
@@ -96,7 +97,7 @@ def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu",
 
     They are rebuilt from ``<checkpoint_dir>/train_fusion/model.pt`` with the
     architecture that file records, loaded with ``weights_only=True``. Raises
-    :class:`~components.training.checkpoint.CheckpointError` naming the file when it is
+    :class:`~components.models.checkpoint.CheckpointError` naming the file when it is
     missing (train with ``dvc repro``), is not an earshot face-SR model file, is of
     another format version or stage, or (with ``expect_config``) was made for another
     model than the params describe.
@@ -150,7 +151,7 @@ def face_input(image: np.ndarray, config: ModelConfig, *, name: str = "image", d
     size = config.lr_size
     height, width = image.shape[:2]
     if (height, width) == (size, size):
-        return to_float_image(image)
+        return from_hwc(image)
     if min(height, width) < size:
         raise EarshotError(f"{name}: {width}x{height} is smaller than the {size}x{size} model input")
     if detector is not None:
@@ -165,7 +166,7 @@ def face_input(image: np.ndarray, config: ModelConfig, *, name: str = "image", d
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         face = image[top:top + side, left:left + side]
-    hr = resize(to_float_image(face), config.resolution)
+    hr = resize(from_hwc(face), config.resolution)
     return degrade(hr, size)
 
 
@@ -231,7 +232,7 @@ def save_png(path: str | Path, panels: Sequence[torch.Tensor], gap: int = 4) -> 
     """Write (3, H, W) images in [-1, 1] side by side (white gaps) as one PNG, atomically."""
     from PIL import Image
 
-    arrays = [to_uint8(p) for p in panels]
+    arrays = [to_hwc(p) for p in panels]
     height = max(a.shape[0] for a in arrays)
     canvas = np.full((height, sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1), 3), 255, np.uint8)
     x = 0

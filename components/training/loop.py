@@ -1,6 +1,6 @@
 """The training loop of the face-SR stages, in one file (in the spirit of nanoGPT).
 
-A stage (``components/training/face_sr.py``) hands the loop a :class:`Stage`: its
+A stage (``components/training/face_sr/``) hands the loop a :class:`Stage`: its
 networks, which of them train, their optimisers, a ``step(ctx, batch) -> losses``
 function that does the forward passes, backward passes and optimiser steps of one
 iteration (a GAN step is two optimisers and a lazy regulariser, an encoder step one),
@@ -44,11 +44,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from components.errors import ConfigError
 from components.io import write_json_atomic
-from components.models import ModelConfig
+from components.models.face_sr import ModelConfig
 from components.tracking import StageRun
-from components.training import checkpoint as ckpt_io
-from components.training.data import Batch, Batches, preview_batch
-from components.training.plots import MetricsTable, save_grid
+from components.models import checkpoint as ckpt_io
+from components.training.feeds import Batch, Batches, preview_batch
+from components.figures.grids import save_grid
+from components.training.metrics_table import MetricsTable
 
 log = logging.getLogger(__name__)
 

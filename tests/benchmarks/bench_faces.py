@@ -46,7 +46,7 @@ from components.faces.detect import FaceDetector
 from components.faces.track import pairwise_iou
 from components.media.read import iter_frames
 from components.media.write import write_video
-from components.runner import Item
+from components.orchestration.runner import Item
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.realdata]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from components.data.features import face_sr_spectrogram
 from components.inference.face_sr import NETWORKS, FaceSR
-from components.models import build_models, count_parameters, get_preset
+from components.models.face_sr import build_models, count_parameters, get_preset
 
 pytestmark = pytest.mark.benchmark
 

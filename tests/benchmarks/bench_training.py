@@ -31,9 +31,9 @@ import torch
 from components.config import load_params, parse_params
 from components.data.dataset import ShardDataset
 from components.data.shards import write_shards
-from components.models import ModelConfig, build_models, get_preset
+from components.models.face_sr import ModelConfig, build_models, get_preset
 from components.training import face_sr, loop
-from components.training.losses import PerceptualLoss
+from components.models.perceptual import PerceptualLoss
 from tests._fixtures import make_upstream
 from tests.conftest import ROOT
 

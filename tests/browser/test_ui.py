@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from components.config import load_params
-from components.servers import down, server_specs, up
+from components.orchestration.servers import down, server_specs, up
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.browser

@@ -1,4 +1,4 @@
-"""`earshot server up|down|status` (components/servers.py).
+"""`earshot server up|down|status` (components/orchestration/servers.py).
 
 The process handling (PID files, stale files, busy ports, idempotency, process groups,
 SIGTERM then SIGKILL) is tested on a tiny stand-in HTTP server that starts in a fraction
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.servers import (
+from components.orchestration.servers import (
     ServerError,
     ServerSpec,
     answers,
@@ -308,7 +308,7 @@ def _get(url: str) -> bytes:
 
 
 def _alive(pid: int | None) -> bool:
-    from components.servers import pid_alive
+    from components.orchestration.servers import pid_alive
 
     return pid is not None and pid_alive(pid)
 

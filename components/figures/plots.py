@@ -13,22 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from components.figures.images import to_hwc
 from components.io import atomic_path
 
 CELL_INCHES = 1.25
-
-
-def nearest_up(img: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 3, s, s) -> (N, 3, size, size) by pixel repetition (no smoothing)."""
-    return F.interpolate(img.float(), size=(size, size), mode="nearest")
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(3, H, W) or (N, 3, H, W) in [-1, 1] -> HxWx3 (or NxHxWx3) uint8."""
-    x = img.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
 
 
 def _figure(rows: int, cols: int):  # type: ignore[no-untyped-def]
@@ -66,7 +55,7 @@ def sample_grid(columns: Mapping[str, torch.Tensor], path: str | Path, *, title:
     for c, name in enumerate(names):
         axes[0, c].set_title(name, fontsize=8)
         for r, img in enumerate(columns[name]):
-            axes[r, c].imshow(to_uint8(img), interpolation="nearest")
+            axes[r, c].imshow(to_hwc(img), interpolation="nearest")
     for r, label in enumerate(row_labels or []):
         axes[r, 0].set_ylabel(label, fontsize=7)
     if title:
@@ -89,9 +78,9 @@ def mixing_grid(inputs: torch.Tensor, outputs: torch.Tensor, voice_labels: Seque
     for v, label in enumerate(voice_labels):
         axes[0, v + 1].set_title(label, fontsize=7)
     for r in range(rows):
-        axes[r, 0].imshow(to_uint8(inputs[r]), interpolation="nearest")
+        axes[r, 0].imshow(to_hwc(inputs[r]), interpolation="nearest")
         for v in range(voices):
-            axes[r, v + 1].imshow(to_uint8(outputs[r, v]), interpolation="nearest")
+            axes[r, v + 1].imshow(to_hwc(outputs[r, v]), interpolation="nearest")
     for r, label in enumerate(row_labels or []):
         axes[r, 0].set_ylabel(label, fontsize=7)
     if title:

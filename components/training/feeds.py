@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from components.data.dataset import ShardDataset
+from components.figures.images import from_pixels, to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,6 @@ class Batches(Protocol):
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` after the first ``skip``; the same for the same epoch."""
         ...
-
-
-def to_uint8(img: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images -> uint8 (what the shards store, so no precision is lost)."""
-    return img.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def to_float(img: torch.Tensor) -> torch.Tensor:
-    return img.float().div_(127.5).sub_(1.0)
 
 
 class CachedFaceSR:
@@ -92,7 +84,7 @@ class CachedFaceSR:
             dataset.set_epoch(epoch)
             loader = DataLoader(dataset, batch_size=64, num_workers=num_workers)
             for batch in loader:
-                hr.append(to_uint8(batch["hr"]))
+                hr.append(to_pixels(batch["hr"]))
                 lr.append(batch["lr"])
                 if with_spec:
                     spec.append(batch["spec"].half())
@@ -119,7 +111,7 @@ class CachedFaceSR:
         return torch.randperm(len(self), generator=gen)
 
     def take(self, index: torch.Tensor) -> Batch:
-        batch = {"hr": to_float(self.hr[index]), "lr": self.lr[index]}
+        batch = {"hr": from_pixels(self.hr[index]), "lr": self.lr[index]}
         if self.spec is not None:
             batch["spec"] = self.spec[index].float()
         return batch

@@ -31,8 +31,8 @@ from torch import nn
 
 from components.errors import EarshotError
 from components.io import atomic_path
-from components.models import ModelConfig, build_models
-from components.models.presets import NETWORK_FIELDS, config_fields
+from components.models.face_sr import ModelConfig, build_models
+from components.models.face_sr.presets import NETWORK_FIELDS, config_fields
 
 FORMAT = "earshot.face_sr"
 VERSION = 1

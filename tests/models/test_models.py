@@ -13,7 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from components.data.features import face_sr_spectrogram
-from components.models import (
+from components.models.face_sr import (
     MODEL_NAMES,
     AudioEncoder,
     Discriminator,

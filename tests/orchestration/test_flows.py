@@ -1,4 +1,4 @@
-"""The flows of pipelines/flows.py and their pure helpers (components/orchestration.py).
+"""The flows of pipelines/flows.py and their pure helpers (components/orchestration/dvc.py).
 
 The helpers are tested directly; the flows run for real on scratch projects (git + DVC in
 a temp folder, stages that are one-line Python commands) against a temporary Prefect API
@@ -20,7 +20,7 @@ import yaml
 
 from components.config import SweepParams, set_dotted
 from components.errors import ConfigError
-from components.orchestration import (
+from components.orchestration.dvc import (
     RunLink,
     StageResult,
     attach_runs,

@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from components.data.features import degrade, face_sr_spectrogram, resize, to_float_image
+from components.figures.images import from_hwc
+from components.data.features import degrade, face_sr_spectrogram, resize
 from components.inference.face_sr import FINAL_STAGE, face_input, load_face_sr, pair_by_stem
 from components.media.ffmpeg import run_ffmpeg
-from components.models import ModelConfig, build_models, get_preset
-from components.training.checkpoint import save_model
+from components.models.face_sr import ModelConfig, build_models, get_preset
+from components.models.checkpoint import save_model
 from pipelines.cli import app
 from tests._fixtures import draw_face, speech_like
 
@@ -90,7 +91,7 @@ def test_output_is_the_fused_model_applied_to_the_prepared_inputs(checkpoint: Pa
     # a larger image is brought to the model resolution and degraded, as training samples are
     face = np.array(Image.open(inputs["face.png"]).convert("RGB"))
     lr = face_input(face, model.config)
-    assert torch.equal(lr, degrade(resize(to_float_image(face), 32), 8))
+    assert torch.equal(lr, degrade(resize(from_hwc(face), 32), 8))
     # the first 4 s of the 5 s voice
     spec = face_sr_spectrogram(sf.read(inputs["face.wav"], dtype="float32")[0], SR, 4.0)[None]
     expected = model.fused(lr[None], spec[None])[0]

@@ -27,10 +27,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from components.data.features import SPEC_HOP, SPEC_N_FFT, SPEC_SAMPLE_RATE
-from components.models.encoders import AudioEncoder, HighResEncoder, LowResEncoder
-from components.models.fusion import ResidualFusion
-from components.models.generator import Discriminator, Generator, n_latents_for
+from components.audio.spectrogram import SPEC_HOP, SPEC_N_FFT, SPEC_SAMPLE_RATE
+from components.models.face_sr.encoders import AudioEncoder, HighResEncoder, LowResEncoder
+from components.models.face_sr.fusion import ResidualFusion
+from components.models.face_sr.generator import Discriminator, Generator, n_latents_for
 
 log = logging.getLogger(__name__)
 

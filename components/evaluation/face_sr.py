@@ -16,7 +16,7 @@ for the splits ``test_seen`` (new clips of training speakers, reported as ``seen
 
 Metrics per method (:mod:`components.evaluation.metrics`): ``psnr``, ``ssim``,
 ``lpips`` (only when AlexNet's weights are on disk), ``stlpips``; and through the
-evaluator network (:mod:`components.evaluation.evaluators`), always against the
+evaluator network (:mod:`components.evaluation.judge`), always against the
 speaker whose FACE was the input: ``attr_acc`` (predicted sex-like attribute of the
 output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` (seen:
 the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
@@ -46,12 +46,14 @@ from rich.progress import track
 from torch import nn
 
 from components.config import EvaluateParams
-from components.evaluation import HIGHER_IS_BETTER, grids
+from components.evaluation import HIGHER_IS_BETTER
+from components.figures import plots as grids
+from components.figures.images import nearest_up
 from components.evaluation import metrics as M
-from components.evaluation.evaluators import FaceJudge, Judgement, identity_labels, identity_of
+from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
 from components.inference.face_sr import FaceSR
 from components.io import write_json_atomic, write_bytes_atomic
-from components.runner import iter_chunks
+from components.orchestration.runner import iter_chunks
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +244,7 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
     """``grid_<split>.png`` and ``mixing_<split>.png`` of one split."""
     res = model.config.resolution
     rows = pick_faces(data.identities, cfg.grid_samples, cfg.seed)
-    columns = {"8x8 input": grids.nearest_up(data.lr[rows], res)}
+    columns = {"8x8 input": nearest_up(data.lr[rows], res)}
     for title, method in (("bicubic", "bicubic"), ("image only", "image_only"), ("fused", "fused")):
         columns[title] = method_output(model, data, method, rows, partners)
     columns["ground truth"] = data.hr[rows]
@@ -253,7 +255,7 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
     wa = data.wa[voices].to(model.device)
     mixed = torch.stack([model.generate(model.fuse(data.wl[[int(i)] * len(voices)].to(model.device), wa)).cpu()
                          for i in faces])
-    grids.mixing_grid(grids.nearest_up(data.lr[faces], res), mixed, [f"voice {_label(data, int(v))}" for v in voices],
+    grids.mixing_grid(nearest_up(data.lr[faces], res), mixed, [f"voice {_label(data, int(v))}" for v in voices],
                       out_dir / f"mixing_{data.name}.png",
                       title=f"{data.name}: each row's face with the voice of each column",
                       row_labels=[_label(data, int(i)) for i in faces])

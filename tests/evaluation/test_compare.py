@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from components.evaluation import compare as C
 from components.tracking import artifact_location
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_000_000  # ms; explicit start times make "latest" deterministic
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -18,7 +18,7 @@ from components.config import EvaluateParams, EvaluatorsParams, Params
 from components.data.shards import write_shards
 from components.errors import EarshotError
 from components.evaluation import metrics as M
-from components.evaluation.evaluators import (
+from components.evaluation.judge import (
     FaceEvaluator,
     FaceJudge,
     OnnxFaceEmbedder,
@@ -28,12 +28,12 @@ from components.evaluation.evaluators import (
     load_evaluator,
     save_evaluator,
 )
-from components.evaluation.face_sr_eval import METHODS, METRICS, Scorers, evaluate, mismatch_partners, pick_voices
+from components.evaluation.face_sr import METHODS, METRICS, Scorers, evaluate, mismatch_partners, pick_voices
 from components.inference.face_sr import load_face_sr
-from components.training.losses import PerceptualLoss
+from components.models.perceptual import PerceptualLoss
 from tests._fixtures import make_upstream
 from tests.conftest import tiny_params
-from tests.test_face_sr_cli import save_tiny_model
+from tests.inference.test_face_sr_cli import save_tiny_model
 
 
 @pytest.fixture(scope="module")

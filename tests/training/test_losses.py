@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.models.generator import Discriminator, Generator
+from components.models.face_sr.generator import Discriminator, Generator
 from components.training.losses import (
     PerceptualLoss,
     d_logistic,

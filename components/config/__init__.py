@@ -126,7 +126,7 @@ class FaceSRParams(Section):
     """Shared by the five face-SR training stages (``train_g`` ... ``train_fusion``): which
     networks, where they train, how the training split is fed. Not a stage itself."""
 
-    preset: Literal["small", "paper"] = Field("small", description="components.models preset")
+    preset: Literal["small", "paper"] = Field("small", description="components.models.face_sr preset")
     overrides: dict[str, Any] = Field({}, description="ModelConfig fields changed from the preset, "
                                                       "e.g. {resolution: 32} (hr_size follows resolution)")
     seed: int = Field(0, description="network init, data order and sampling noise")
@@ -215,7 +215,7 @@ class TrainFusionParams(TrainStageParams):
 
 class EvaluatorsParams(Section):
     """The judge of face-SR outputs: a CNN trained on the high-res training faces
-    (components/evaluation/evaluators.py), at the face-SR model's resolution."""
+    (components/evaluation/judge.py), at the face-SR model's resolution."""
 
     frames_per_clip: int = Field(4, ge=1, description="random frames drawn from each training clip")
     steps: int = Field(300, ge=1)
@@ -232,7 +232,7 @@ class EvaluatorsParams(Section):
 
 
 class EvaluateParams(Section):
-    """Comparison of face-SR methods on the test splits (components/evaluation/face_sr_eval.py)."""
+    """Comparison of face-SR methods on the test splits (components/evaluation/face_sr.py)."""
 
     batch_size: int = Field(32, ge=1)
     frames_per_clip: int = Field(4, ge=1, description="evenly spaced test frames scored per clip (more samples, "

@@ -487,7 +487,7 @@ def test_real_clips_have_16k_audio_and_speech(real_data):
 def real_upstream(real_data, tmp_path_factory):
     """The real clips through the download (local folder, flat) and faces stages."""
     from components.data import download, faces
-    from components.runner import write_outcome
+    from components.orchestration.runner import write_outcome
 
     root = tmp_path_factory.mktemp("real_audio")
     params = tiny_params(root, **{"download.source": "local", "download.input": str(real_data / "clips"),

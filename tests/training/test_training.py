@@ -22,11 +22,11 @@ from components.config import Params, parse_params
 from components.data.dataset import ShardDataset
 from components.data.shards import shard_files, write_shards
 from components.errors import ConfigError
-from components.models import build_models, get_preset
-from components.training import checkpoint as ckpt_io
+from components.models.face_sr import build_models, get_preset
+from components.models import checkpoint as ckpt_io
 from components.training import face_sr, loop
-from components.training.data import CachedFaceSR, StreamingFaceSR
-from components.training.plots import MetricsTable
+from components.training.feeds import CachedFaceSR, StreamingFaceSR
+from components.training.metrics_table import MetricsTable
 from tests._fixtures import make_upstream
 from tests.conftest import tiny_params
 

@@ -56,13 +56,13 @@ from components.config import (
 from components.data.dataset import ShardDataset
 from components.errors import ConfigError
 from components.io import fingerprint, sha256_file
-from components.models import ModelConfig, build_models, get_preset
-from components.models.presets import config_fields
+from components.models.face_sr import ModelConfig, build_models, get_preset
+from components.models.face_sr.presets import config_fields
 from components.models.layers import pixel_norm
 from components.tracking import StageRun, stage_run
 from components.training import loop
-from components.training.checkpoint import CheckpointError, load_checkpoint, load_networks
-from components.training.data import Batch, Batches, CachedFaceSR, StreamingFaceSR
+from components.models.checkpoint import CheckpointError, load_checkpoint, load_networks
+from components.training.feeds import Batch, Batches, CachedFaceSR, StreamingFaceSR
 from components.training.losses import (
     PerceptualLoss,
     d_logistic,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from components.errors import ConfigError, Rejected
-from components.runner import Item, Outcome, _check_shared_storage, _sees, fanout, run_items, write_outcome
+from components.orchestration.runner import Item, Outcome, _check_shared_storage, _sees, fanout, run_items, write_outcome
 from tests.conftest import tiny_params
 
 
