@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes, content hashes, project root."""
+"""Small helpers every layer shares: atomic writes, content hashes, project root, chunking."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +87,15 @@ def project_root(start: str | Path | None = None) -> Path:
         if (folder / "dvc.yaml").exists() or (folder / ".git").exists():
             return folder
     return here
+
+
+def iter_chunks(seq: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """``seq`` in lists of ``n`` items (the last one shorter), e.g. the batches of a test split."""
+    chunk: list[Any] = []
+    for x in seq:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

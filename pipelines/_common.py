@@ -25,8 +25,9 @@ from components.orchestration.runner import Outcome, write_outcome
 from components.tracking import StageRun
 
 
-def parse_stage_args(stage: str, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Params]:
-    parser = argparse.ArgumentParser(prog=f"python -m pipelines.{stage}", description=f"DVC stage '{stage}'")
+def parse_stage_args(stage: str, argv: Sequence[str] | None = None, *,
+                     prog: str | None = None) -> tuple[argparse.Namespace, Params]:
+    parser = argparse.ArgumentParser(prog=prog or f"python -m pipelines.{stage}", description=f"DVC stage '{stage}'")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S faces.detect_every=3 (YAML value)")

@@ -83,21 +83,22 @@ def data_inspect(shards: Annotated[Path, typer.Argument(help="shards folder (wit
 @app.command("stage")
 @exit_on_user_error
 def stage(
-    name: Annotated[str, typer.Argument(help="stage name (a module in pipelines/)")],
+    name: Annotated[str, typer.Argument(help="stage name (of dvc.yaml)")],
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Run one stage by name outside DVC (same as ``python -m pipelines.NAME``)."""
+    """Run one stage by name outside DVC (its dvc.yaml cmd, ``python -m MODULE [ARGS]``, in this process)."""
     import importlib
+    import shlex
 
-    from components.orchestration.dvc import dvc_stage_order
+    from components.orchestration.graph import dvc_stage_order, read_dvc_stages
 
     stages = dvc_stage_order()
     if name not in stages:
         raise typer.BadParameter(f"unknown stage {name!r}; stages of dvc.yaml: {', '.join(stages)}")
-    module = importlib.import_module(f"pipelines.{name}")
-    argv = ["--params", str(params)] + [a for kv in (set_ or []) for a in ("--set", kv)]
-    module.main(argv)
+    _python, _m, module_name, *stage_args = shlex.split(read_dvc_stages()[name]["cmd"])
+    argv = [*stage_args, "--params", str(params)] + [a for kv in (set_ or []) for a in ("--set", kv)]
+    importlib.import_module(module_name).main(argv)
 
 
 @app.command("face-sr")
@@ -125,7 +126,8 @@ def face_sr(
     import logging
 
     from components.errors import EarshotError
-    from components.inference.face_sr import load_face_sr, plan_jobs, resolve_device, run_job
+    from components.inference.face_sr import load_face_sr, plan_jobs, run_job
+    from components.inference.inputs import resolve_device
 
     setup_logging()
     cfg = _params(params, set_)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-    from components.evaluation.compare import Sweep
+    from components.tracking import Sweep
 
 COLORS = {"better": "green", "worse": "red", "same": "dim"}
 
@@ -49,7 +49,7 @@ def compare(
 
     setup_logging()
     cfg = load_params(params, parse_overrides(set_ or []))
-    uri = resolve_tracking_uri(cfg.tracking)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
     selection = [m.strip() for entry in metrics or [] for m in entry.split(",") if m.strip()] or None
     result = C.compare(uri, sweep, parent_id=parent, out_dir=out, metrics=selection,
                        experiment=cfg.tracking.experiment, log_parent=log)

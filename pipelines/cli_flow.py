@@ -25,7 +25,7 @@ from pipelines._common import exit_on_user_error
 
 if TYPE_CHECKING:
     from components.config import Params
-    from components.orchestration.dvc import StageResult
+    from components.orchestration.summaries import StageResult
 
 flow_app = typer.Typer(help="Prefect flows: the DVC pipeline, ablation sweeps", no_args_is_help=True)
 
@@ -93,12 +93,13 @@ def _print_results(title: str, results: list[StageResult]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from components.orchestration.summaries import status_text
+
     table = Table(title=title, title_justify="left")
     for column in ("stage", "status", "seconds", "MLflow runs"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for r in results:
-        status = r.status + (f" ({r.detail})" if r.detail else "") + (f", {r.attempts} attempts" if r.attempts > 1 else "")
-        table.add_row(r.name, status, f"{r.seconds:.1f}", ", ".join(run.name for run in r.runs))
+        table.add_row(r.name, status_text(r), f"{r.seconds:.1f}", ", ".join(run.name for run in r.runs))
     console = Console()
     console.print(table)
     for r in results:
@@ -126,7 +127,7 @@ def flow_run(
     project: ProjectOpt = None,
 ) -> None:
     """Reproduce the DVC pipeline as a Prefect flow: one task per stage, DVC decides what reruns."""
-    from components.orchestration.dvc import stages_for_target
+    from components.orchestration.graph import stages_for_target
 
     root, params = _project(project)
     stages_for_target(target, root / "dvc.yaml")  # an unknown stage fails here, before Prefect starts

@@ -1,7 +1,7 @@
 """Prefect flows over the DVC pipeline, and running the data stages outside DVC.
 
 ``dvc.yaml`` is the only pipeline graph: the flows read their stage list from it
-(:mod:`components.orchestration.dvc`) and let DVC decide what reruns.
+(:mod:`components.orchestration.graph`) and let DVC decide what reruns.
 
 * :func:`pipeline` (``earshot flow run [TARGET]``): the stages ``dvc repro [TARGET]``
   would consider, in its order, each a Prefect task running ``dvc repro --single-item
@@ -9,15 +9,16 @@
   DVC skips a stage whose deps, params and outs did not change, and the task reports
   ``ran`` or ``skipped`` from what DVC printed. A failure whose output says its cause is
   transient (a held lock, a busy SQLite database, an unreachable server:
-  :data:`components.orchestration.dvc.TRANSIENT_PATTERNS`) is retried
+  :data:`components.orchestration.repro.TRANSIENT_PATTERNS`) is retried
   ``orchestration.stage_retries`` times after ``retry_delay_seconds``; any other failure
   is deterministic and stops the flow at once. Either way the flow run ends with a
   markdown artifact (key ``pipeline-summary``): each stage's status and duration and
   links to the MLflow runs started during the flow.
 * :func:`ablation` (``earshot flow ablation SWEEP``): the variants of a sweep of
   params.yaml, one after another, each as ``dvc exp run -n <sweep>-<variant>-<id> -S ...``
-  under one MLflow parent run (the stages' runs become its children through
-  ``EARSHOT_PARENT_RUN_ID``, :mod:`components.tracking`), one ``kind=variant`` child run
+  (:mod:`components.orchestration.experiments`) under one MLflow parent run (the stages'
+  runs become its children through ``EARSHOT_PARENT_RUN_ID``,
+  :mod:`components.tracking.runs`), one ``kind=variant`` child run
   per variant with the metrics of its evaluate stage, then the comparison
   (:mod:`components.evaluation.compare`) logged to the parent and published as an
   artifact (key ``ablation-<sweep>``).
@@ -30,7 +31,6 @@ DVC or Prefect (``earshot data prepare``).
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import copy
 import datetime as dt
 import importlib
@@ -54,31 +54,29 @@ from prefect.runtime import task_run as current_task_run
 from components.config import Params, load_params, set_dotted
 from components.errors import ConfigError, EarshotError
 from components.io import project_root, write_bytes_atomic
-from components.orchestration.dvc import (
-    RunLink,
-    StageResult,
-    attach_runs,
-    dvc_stage_order,
-    exp_name,
-    exp_run_argv,
-    flat_numbers,
-    mlflow_run_url,
-    mlflow_ui_base,
-    params_drift,
-    pipeline_markdown,
-    repro_outcome,
-    stages_for_target,
-    sweep_markdown,
-    transient_cause,
-    variant_order,
+from components.orchestration.experiments import exp_name, exp_run_argv, flat_numbers, params_drift, variant_order
+from components.orchestration.graph import dvc_stage_order, stages_for_target
+from components.orchestration.repro import repro_outcome, transient_cause
+from components.orchestration.summaries import RunLink, StageResult, attach_runs, pipeline_markdown, sweep_markdown
+from components.tracking import (
+    StartedRuns,
+    log_variant_run,
+    open_client,
+    resolve_tracking_uri,
+    run_url,
+    server_backend_uri,
+    sweep_env,
+    sweep_parent_run,
+    ui_base,
+    use_experiment,
 )
-from components.tracking import flatten, git_info, resolve_tracking_uri, sqlite_path, sweep_env, use_experiment
 
 __all__ = ["DATA_STAGES", "StageFailed", "ablation", "dvc_stage_order", "pipeline", "run_data_stages"]
 
 
 DATA_STAGES = ("download", "faces", "audio", "shards", "report")
 HEAD_LINES = 50  # DVC's decision about a stage comes first in its output
+METRICS_ARTIFACT_PATH = "face_sr_eval"  # where a variant run keeps its metrics file, as the evaluate stage does
 
 
 class StageFailed(EarshotError):
@@ -186,67 +184,36 @@ def mlflow_server_url(params: Params, root: Path, tracking_uri: str) -> str | No
     store the stages write to: run links then open in its UI."""
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri
-    from components.orchestration.servers import ServerError, inspect, mlflow_backend_uri, server_specs
+    from components.orchestration.servers import ServerError, inspect, server_specs
 
     try:
         spec = next(s for s in server_specs(params, root) if s.name == "mlflow")
     except ServerError:
         return None
-    if mlflow_backend_uri(params, root) != tracking_uri:
+    if server_backend_uri(params.tracking.uri, root) != tracking_uri:
         return None
     return spec.url if inspect(spec).state == "running" else None
 
 
-def _sqlite_missing(uri: str) -> bool:
-    return (db := sqlite_path(uri)) is not None and not db.exists()
+def watch_runs(params: Params, root: Path) -> StartedRuns | None:
+    """Start listening for the MLflow runs of a flow run (None: tracking is off)."""
+    return StartedRuns(resolve_tracking_uri(params.tracking.uri, root)) if params.tracking.enabled else None
 
 
-def _open_store(uri: str) -> Any:
-    """An MLflow client on ``uri``, its store opened (``None`` for a SQLite file that does
-    not exist yet: searching would create it)."""
-    from mlflow import MlflowClient
-
-    if _sqlite_missing(uri):
-        return None
-    client = MlflowClient(tracking_uri=uri)
-    client.search_experiments(max_results=1)
-    return client
-
-
-class MlflowRuns:
-    """The MLflow runs started during a flow, for its summary. Importing MLflow and
-    opening its store costs seconds (4 s on 2 busy cores), so it starts in a thread when
-    the flow starts and overlaps the stages, which wait on their subprocesses."""
-
-    def __init__(self, params: Params, root: Path):
-        self.since = time.time()
-        self.params, self.root = params, root
-        self.uri = resolve_tracking_uri(params.tracking, root)
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-store")
-        self._client = self._pool.submit(_open_store, self.uri) if params.tracking.enabled else None
-
-    def links(self) -> list[RunLink]:
-        """The runs (any experiment) started since the flow started, oldest first. The
-        links only decorate the summary: a store that cannot be read (a tracking server
-        gone down) is a warning, never the failure of a flow whose stages succeeded."""
-        if self._client is None:
-            return []
-        try:
-            client = self._client.result() or _open_store(self.uri)  # the stages may have created the database
-            if client is None:
-                return []
-            experiments = [e.experiment_id for e in client.search_experiments()]
-            runs = client.search_runs(experiments, f"attributes.start_time >= {int(self.since * 1000)}",
-                                      order_by=["attributes.start_time ASC"], max_results=5000) if experiments else []
-        except Exception as exc:  # noqa: BLE001 - whatever MLflow or its server raised
-            get_run_logger().warning("MLflow runs not linked: %s could not be read (%s)", self.uri, exc)
-            return []
-        finally:
-            self._pool.shutdown()
-        base = mlflow_ui_base(self.uri, mlflow_server_url(self.params, self.root, self.uri))
-        return [RunLink(name=r.info.run_name or r.info.run_id, stage=r.data.tags.get("stage", ""),
-                        url=mlflow_run_url(base, r.info.experiment_id, r.info.run_id),
-                        variant=r.data.tags.get("variant", ""), status=r.info.status) for r in runs]
+def run_links(watched: StartedRuns | None, params: Params, root: Path) -> list[RunLink]:
+    """The runs started since :func:`watch_runs`, oldest first, linked to the MLflow UI.
+    The links only decorate the summary: a store that cannot be read (a tracking server
+    gone down) is a warning, never the failure of a flow whose stages succeeded."""
+    if watched is None:
+        return []
+    try:
+        runs = watched.fetch()
+    except Exception as exc:  # noqa: BLE001 - whatever MLflow or its server raised
+        get_run_logger().warning("MLflow runs not linked: %s could not be read (%s)", watched.uri, exc)
+        return []
+    base = ui_base(watched.uri, mlflow_server_url(params, root, watched.uri))
+    return [RunLink(name=r.name, stage=r.stage, url=run_url(base, r.experiment_id, r.run_id), variant=r.variant,
+                    status=r.status) for r in runs]
 
 
 # ----------------------------------------------------------------------------- flows
@@ -278,7 +245,7 @@ def pipeline(target: str | None = None, force: bool = False, project: str | None
     root = _project(project)
     params = load_params(root / "params.yaml")
     stages = stages_for_target(target or None, root / "dvc.yaml")
-    mlflow_runs = MlflowRuns(params, root)
+    watched = watch_runs(params, root)
     cfg = params.orchestration
     stage_task = repro_stage.with_options(retries=cfg.stage_retries, retry_delay_seconds=cfg.retry_delay_seconds)
     logger.info("dvc repro %s: %s", target or "(all stages)", ", ".join(stages))
@@ -295,7 +262,7 @@ def pipeline(target: str | None = None, force: bool = False, project: str | None
             failure, result = exc, StageResult(stage, "failed", detail=exc.detail, attempts=exc.attempts)
         result.seconds = time.perf_counter() - t0
         results.append(result)
-    other = attach_runs(results, mlflow_runs.links())
+    other = attach_runs(results, run_links(watched, params, root))
     command = "dvc repro" + (" --force" if force else "") + (f" {target}" if target else "")
     markdown = pipeline_markdown(command, results, other, time.time() - started)
     create_markdown_artifact(key=artifact_key("pipeline-summary"), markdown=markdown, description=f"{command} in {root}")
@@ -324,23 +291,6 @@ def read_variant_metrics(path: Path, variant: str) -> dict[str, float]:
         raise EarshotError(f"variant {variant}: `dvc exp run` succeeded but left no {path} "
                            "(is it an output of dvc.yaml's evaluate stage, at evaluate.out_dir?)")
     return flat_numbers(json.loads(path.read_text()))
-
-
-def log_variant_run(client: Any, experiment_id: str, parent_id: str, sweep: str, variant: str, baseline: str,
-                    exp: str, overrides: Mapping[str, Any], metrics: Mapping[str, float], metrics_file: Path) -> str:
-    """The ``kind=variant`` child run that :mod:`components.evaluation.compare` reads:
-    the variant's final evaluate metrics (whether or not evaluate reran) and overrides."""
-    from mlflow.entities import Metric, Param
-
-    run = client.create_run(experiment_id, run_name=variant, tags={
-        "mlflow.parentRunId": parent_id, "kind": "variant", "sweep": sweep, "variant": variant,
-        "baseline": str(variant == baseline).lower(), "dvc_exp_name": exp})
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                     params=[Param(k, str(v)[:6000]) for k, v in flatten(overrides).items()])
-    client.log_artifact(run.info.run_id, str(metrics_file), "face_sr_eval")
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
 
 
 def build_comparison(uri: str, sweep: str, parent_id: str, root: Path, experiment: str) -> tuple[str, str]:
@@ -379,27 +329,20 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
         raise ConfigError(f"{params_file}: tracking.enabled is false: an ablation is compared from its MLflow runs")
     definition = params.sweeps[sweep]
     tree = yaml.safe_load(original) or {}
-    from mlflow import MlflowClient
-    from mlflow.entities import Param
-
-    mlflow_runs = MlflowRuns(params, root)
-    uri = resolve_tracking_uri(params.tracking, root)
-    experiment_id = use_experiment(params.tracking, root)
-    client = MlflowClient(tracking_uri=uri)
+    watched = watch_runs(params, root)
+    uri = resolve_tracking_uri(params.tracking.uri, root)
+    experiment_id = use_experiment(params.tracking.experiment, uri)
+    client = open_client(uri)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    parent = client.create_run(experiment_id, run_name=f"sweep {sweep} {stamp}", tags={
-        "kind": "sweep", "sweep": sweep, "baseline": definition.baseline, **git_info(root)})
-    parent_id = parent.info.run_id
-    client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in
-                                        flatten(definition.model_dump(mode="json")).items()])
-    logger.info("sweep %s: parent MLflow run %s; variants %s", sweep, parent_id, ", ".join(variant_order(definition)))
-    variant_task = run_variant.with_options(retries=params.orchestration.stage_retries,
-                                            retry_delay_seconds=params.orchestration.retry_delay_seconds)
-    results: list[StageResult] = []
-    exps: dict[str, str] = {}
-    failure: EarshotError | None = None
-    status = "FAILED"
-    try:
+    with sweep_parent_run(client, experiment_id, f"sweep {sweep} {stamp}", sweep=sweep, baseline=definition.baseline,
+                          definition=definition.model_dump(mode="json"), root=root) as parent_id:
+        logger.info("sweep %s: parent MLflow run %s; variants %s", sweep, parent_id,
+                    ", ".join(variant_order(definition)))
+        variant_task = run_variant.with_options(retries=params.orchestration.stage_retries,
+                                                retry_delay_seconds=params.orchestration.retry_delay_seconds)
+        results: list[StageResult] = []
+        exps: dict[str, str] = {}
+        failure: EarshotError | None = None
         try:
             for variant in variant_order(definition):
                 if failure:
@@ -414,9 +357,10 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                     result = variant_task(variant, exp_run_argv(exp, overrides, tree, dvc_command()), str(root),
                                           sweep_env(parent_id, sweep, variant))
                     check_written_params(params_file, tree, overrides, variant, exp)
-                    metrics = read_variant_metrics(metrics_file, variant)
-                    log_variant_run(client, experiment_id, parent_id, sweep, variant, definition.baseline, exp,
-                                    overrides, metrics, metrics_file)
+                    log_variant_run(client, experiment_id, parent_id, sweep=sweep, variant=variant,
+                                    baseline=definition.baseline, exp=exp, overrides=overrides,
+                                    metrics=read_variant_metrics(metrics_file, variant), metrics_file=metrics_file,
+                                    metrics_artifact_path=METRICS_ARTIFACT_PATH)
                 except StageFailed as exc:
                     failure, result = exc, StageResult(variant, "failed", detail=exc.detail, attempts=exc.attempts)
                 except EarshotError as exc:
@@ -427,7 +371,7 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
             write_bytes_atomic(params_file, original)
         comparison, figure = (None, None) if failure else build_comparison(uri, sweep, parent_id, root,
                                                                           params.tracking.experiment)
-        runs = mlflow_runs.links()
+        runs = run_links(watched, params, root)
         parent_link = next((r for r in runs if r.url.endswith(parent_id)), None)
         attach_runs(results, [r for r in runs if r is not parent_link], key="variant")
         markdown = sweep_markdown(sweep, definition, results, parent_link, exps, comparison, figure)
@@ -435,10 +379,7 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                                  description=f"ablation {sweep} in {root}")
         if failure:
             raise failure
-        status = "FINISHED"
         return results
-    finally:
-        client.set_terminated(parent_id, status)
 
 
 # ----------------------------------------------------------------------------- no DVC, no Prefect

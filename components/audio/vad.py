@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from components.config import AudioParams
 from components.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -119,22 +118,23 @@ class PyannoteVAD:
         return [(float(s.start), float(s.end)) for s in speech.get_timeline().support()]
 
 
-def check_vad_config(cfg: AudioParams) -> None:
-    """Fail fast, before any clip is processed, when the configured detector cannot run.
+def check_vad_config(kind: str, checkpoint: str | None, threshold: float) -> None:
+    """Fail fast, before any clip is processed, when the detector ``kind`` (``audio.vad``)
+    cannot run.
 
-    For ``vad: pyannote`` the checkpoint must be given, exist and load; the error names
-    the path. (silero ships in its wheel: nothing to check.)
+    For ``pyannote`` the ``checkpoint`` (``audio.pyannote_checkpoint``) must be given,
+    exist and load; the error names the path. (silero ships in its wheel: nothing to check.)
     """
-    if cfg.vad != "pyannote":
+    if kind != "pyannote":
         return
-    if not cfg.pyannote_checkpoint:
+    if not checkpoint:
         raise ConfigError("audio.pyannote_checkpoint: required when audio.vad is 'pyannote' "
                           "(path to a pyannote segmentation model checkpoint)")
-    path = Path(cfg.pyannote_checkpoint)
+    path = Path(checkpoint)
     if not path.exists():
         raise ConfigError(f"audio.pyannote_checkpoint: {path} does not exist (audio.vad is 'pyannote')")
     try:
-        make_vad(cfg.vad, str(path), cfg.vad_threshold)
+        make_vad(kind, str(path), threshold)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a bad checkpoint fails in many ways inside torch/lightning
@@ -144,7 +144,8 @@ def check_vad_config(cfg: AudioParams) -> None:
 
 @functools.cache
 def make_vad(kind: str, checkpoint: str | None, threshold: float) -> VAD:
-    """The detector for ``audio.vad`` (built once per process: model loading is the slow part)."""
+    """The detector ``kind`` (``audio.vad``) at ``threshold``, on ``checkpoint`` for pyannote
+    (built once per process: model loading is the slow part)."""
     if kind == "silero":
         return SileroVAD(threshold)
     if kind == "pyannote":
@@ -152,10 +153,6 @@ def make_vad(kind: str, checkpoint: str | None, threshold: float) -> VAD:
             raise ConfigError("audio.pyannote_checkpoint: required when audio.vad is 'pyannote'")
         return PyannoteVAD(checkpoint, threshold)
     raise ConfigError(f"audio.vad: unknown detector {kind!r}")
-
-
-def vad_for(cfg: AudioParams) -> VAD:
-    return make_vad(cfg.vad, cfg.pyannote_checkpoint, cfg.vad_threshold)
 
 
 def speech_seconds(segments: Iterable[Segment]) -> float:

@@ -42,16 +42,17 @@ from components.audio.vad import (
     Segment,
     check_vad_config,
     detection_metrics,
+    make_vad,
     read_rttm,
     shift_segments,
     speech_seconds,
-    vad_for,
 )
 from components.config import AudioParams, Params
 from components.errors import EarshotError, Rejected
 from components.io import file_identity
 from components.media.write import write_wav
-from components.orchestration.runner import Item, Outcome, fanout, run_items
+from components.orchestration.executors import fanout
+from components.orchestration.runner import Item, Outcome, run_items
 
 __all__ = ["audio_envelope", "clip_items", "evaluate_vad", "load_audio", "mouth_signal", "process_clip",
            "run_stage"]
@@ -114,7 +115,7 @@ def process_clip(item: Item, *, cfg: AudioParams, sample_rate: int, out_dir: str
     audio = load_audio(p["raw_path"], sr)
     check_not_silent(window(audio, 0, round(duration * sr)), key)
 
-    segments = vad_for(cfg)(audio, sr)
+    segments = make_vad(cfg.vad, cfg.pyannote_checkpoint, cfg.vad_threshold)(audio, sr)
     _require_speech(shift_segments(segments, 0.0, duration), cfg, key, duration)
 
     try:
@@ -160,7 +161,8 @@ def run_stage(params: Params, raw_dir: str | Path, faces_dir: str | Path, out_di
               progress: bool = True) -> Outcome:
     """Run the audio stage (per-clip work, then the per-speaker voice check)."""
     cfg = params.audio
-    check_vad_config(cfg)  # a missing pyannote checkpoint fails here, before any clip
+    # a missing pyannote checkpoint fails here, before any clip
+    check_vad_config(cfg.vad, cfg.pyannote_checkpoint, cfg.vad_threshold)
     items = clip_items(raw_dir, faces_dir)
     work = functools.partial(process_clip, cfg=cfg, sample_rate=params.common.sample_rate, out_dir=str(out_dir))
     with fanout(params) as pool:

@@ -51,7 +51,8 @@ from components.io import atomic_path, file_identity
 from components.media.probe import probe
 from components.media.read import iter_frames
 from components.media.write import write_video
-from components.orchestration.runner import Item, Outcome, fanout, run_items
+from components.orchestration.executors import fanout
+from components.orchestration.runner import Item, Outcome, run_items
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,15 @@ def geometry(box: np.ndarray, landmarks: np.ndarray, faces: FacesParams) -> Crop
     return crop_geometry(box, landmarks, margin=faces.margin, size=faces.crop_size, align=faces.align)
 
 
+def quality_rules(faces: FacesParams) -> dict[str, Any]:
+    """The keyword arguments of :func:`components.faces.track.main_track`: the thresholds
+    of the ``faces`` section that reject a clip."""
+    return {"score_threshold": faces.score_threshold, "min_face": faces.min_face,
+            "max_lost_fraction": faces.max_lost_fraction, "competing_ratio": faces.competing_ratio,
+            "max_competing_fraction": faces.max_competing_fraction, "max_yaw": faces.max_yaw,
+            "max_extreme_fraction": faces.max_extreme_fraction}
+
+
 def extract_faces(video: str | Path, crop_path: str | Path, faces: FacesParams, fps: int) -> ClipFaces:
     """Write the face-crop video of ``video`` to ``crop_path`` and return its track.
 
@@ -163,7 +173,7 @@ def extract_faces(video: str | Path, crop_path: str | Path, faces: FacesParams, 
     n = single.n_frames
     if n < faces.min_seconds * fps:
         raise Rejected("too_short", f"{n / fps:.2f} s of video < min_seconds {faces.min_seconds}")
-    main, stats = main_track(single.linker, faces)
+    main, stats = main_track(single.linker, **quality_rules(faces))
     keyframes = single.linker.keyframes
     path = build_path(main, keyframes, faces.smoothing)
     geom = [geometry(box, landmarks, faces) for box, landmarks in zip(path.smooth_boxes, path.smooth_landmarks)]

@@ -6,7 +6,8 @@ The ablation flow (``earshot flow ablation NAME``) runs every variant of a sweep
 variant one child run with ``kind=variant``, ``sweep``, ``variant`` (and
 ``dvc_exp_name``) holding that variant's final ``evaluate`` metrics
 (``<split>.<method>.<metric>``, :mod:`components.evaluation.face_sr`) and its
-overrides as params. This module reads exactly those runs back and turns them into:
+overrides as params. This module turns those runs, as
+:func:`components.tracking.load_sweep` reads them back, into:
 
 * a comparison table (:func:`comparison_table`): one row per variant, baseline first,
   each selected metric and its difference to the baseline;
@@ -16,9 +17,9 @@ overrides as params. This module reads exactly those runs back and turns them in
 * a figure (:func:`plot_comparison`): one panel per metric, bars per variant, or a line
   over the variants' values when they are numbers (``1s``/``2s``/``4s``, ``8x8``/``16x16``).
 
-Reading goes through ``mlflow.search_runs``; :func:`write_comparison` and
-:func:`log_to_parent` are the only writers. MLflow and matplotlib are imported inside
-the functions that need them, so importing this module is cheap.
+Every MLflow query and write is in :mod:`components.tracking`; :func:`write_comparison`
+and :func:`log_to_parent` are the only writers. matplotlib is imported inside the
+functions that need it, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -27,19 +28,17 @@ import fnmatch
 import io
 import logging
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from components.errors import EarshotError
 from components.evaluation import HIGHER_IS_BETTER
 from components.io import atomic_path, write_bytes_atomic
-from components.tracking import sqlite_path
+from components.tracking import Sweep, load_sweep, log_artifacts, numeric_values, row_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,197 +57,10 @@ ARTIFACT_PATH = "comparison"
 
 
 class CompareError(EarshotError):
-    """The sweep, its runs or the tracking store asked for cannot be found."""
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """One sweep's parent run and its variants' runs, as read from MLflow.
-
-    ``runs`` has one row per variant (index: the variant name, baseline first), with
-    the columns of ``mlflow.search_runs`` (``run_id``, ``status``, ``metrics.*``,
-    ``params.*``, ``tags.*``).
-    """
-
-    name: str
-    tracking_uri: str
-    parent: Mapping[str, Any]
-    runs: pd.DataFrame
-    baseline: str
-    overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-
-    @property
-    def parent_id(self) -> str:
-        return str(self.parent["run_id"])
-
-    @property
-    def description(self) -> str:
-        return str(_get(self.parent, "params.description") or _get(self.parent, "tags.description") or "")
-
-    @property
-    def git_sha(self) -> str:
-        return str(_get(self.parent, "tags.git_sha") or "")
-
-    @property
-    def experiment_id(self) -> str:
-        return str(self.parent["experiment_id"])
-
-    def run_url(self, run_id: str) -> str | None:
-        """A link to the run in the MLflow UI when the store is a tracking server."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            return None
-        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
-
-
-def _get(row: Mapping[str, Any], key: str) -> Any:
-    """A value of a search_runs row, None when the column is absent or empty (NaN)."""
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-# --- reading MLflow ---------------------------------------------------------------------
-
-
-def check_store(uri: str) -> None:
-    """Fail with the URI in the message when there is no tracking store to read.
-
-    MLflow would silently create an empty SQLite database (and then report "no runs"),
-    or retry an unreachable server for minutes; both hide the real mistake.
-    """
-    parsed = urlparse(uri)
-    if (path := sqlite_path(uri)) is not None:
-        if not path.is_file():
-            raise CompareError(f"no MLflow tracking database at {path} (tracking URI {uri}); run a sweep first "
-                               "(`earshot flow ablation NAME`) or set MLFLOW_TRACKING_URI / tracking.uri")
-    elif parsed.scheme in ("", "file"):
-        path = Path(unquote(parsed.path))
-        if not path.is_dir():
-            raise CompareError(f"no MLflow file store at {path} (tracking URI {uri})")
-    elif parsed.scheme in ("http", "https"):
-        import requests
-
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
-        except requests.RequestException as exc:
-            raise CompareError(f"the MLflow tracking server {uri} does not answer ({exc.__class__.__name__}); "
-                               "start it with `earshot server up` or set MLFLOW_TRACKING_URI") from None
-
-
-def _search(filter_string: str, experiment: str | None, **kwargs: Any) -> pd.DataFrame:
-    import mlflow
-
-    where: dict[str, Any] = {"search_all_experiments": True} if experiment is None else {"experiment_names": [experiment]}
-    return mlflow.search_runs(filter_string=filter_string, output_format="pandas", **where, **kwargs)
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def find_parent(sweep: str | None = None, parent_id: str | None = None, experiment: str | None = None
-                ) -> Mapping[str, Any]:
-    """The parent run: ``parent_id`` if given, else the latest ``kind=sweep`` run of
-    ``sweep``, else the latest sweep of any name. MLflow's tracking URI must be set."""
-    import mlflow
-
-    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
-        raise CompareError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}")
-    if parent_id:
-        found = _search(f"attributes.run_id = {_quote(parent_id)}", experiment)
-        if found.empty:
-            raise CompareError(f"no run {parent_id} in {mlflow.get_tracking_uri()}")
-        row = found.iloc[0]
-        if _get(row, "tags.kind") != "sweep":
-            raise CompareError(f"run {parent_id} is not a sweep's parent run (tag kind={_get(row, 'tags.kind')!r}, "
-                               "expected 'sweep')")
-        if sweep and _get(row, "tags.sweep") != sweep:
-            raise CompareError(f"run {parent_id} is the parent of sweep {_get(row, 'tags.sweep')!r}, not {sweep!r}")
-        return row
-    query = "tags.kind = 'sweep'" + (f" and tags.sweep = {_quote(sweep)}" if sweep else "")
-    found = _search(query, experiment, order_by=["attributes.start_time DESC"], max_results=1)
-    if found.empty:
-        known = sorted(set(_search("tags.kind = 'sweep'", experiment).get("tags.sweep", pd.Series()).dropna()))
-        what = f"sweep {sweep!r}" if sweep else "sweep"
-        listing = f"; sweeps recorded: {', '.join(known)}" if known else "; run one with `earshot flow ablation NAME`"
-        raise CompareError(f"no parent run of a {what} in {mlflow.get_tracking_uri()}{listing}")
-    return found.iloc[0]
-
-
-def load_sweep(uri: str, sweep: str | None = None, *, parent_id: str | None = None,
-               experiment: str | None = None) -> Sweep:
-    """Read a sweep's parent run and its ``kind=variant`` child runs from ``uri``.
-
-    Points MLflow at ``uri`` (``mlflow.set_tracking_uri``, as a stage run does). When a
-    variant was logged twice under the same parent (a rerun), the latest run counts.
-    """
-    import mlflow
-
-    check_store(uri)
-    mlflow.set_tracking_uri(uri)
-    parent = find_parent(sweep, parent_id, experiment)
-    name, parent_run = str(_get(parent, "tags.sweep") or ""), str(parent["run_id"])
-    runs = _search(f"tags.kind = 'variant' and tags.sweep = {_quote(name)} and "
-                   f"tags.mlflow.parentRunId = {_quote(parent_run)}", experiment)
-    if runs.empty:
-        raise CompareError(f"sweep {name!r}: its parent run {parent_run} in {uri} has no variant runs "
-                           "(child runs tagged kind=variant) yet")
-    baseline = str(_get(parent, "tags.baseline") or _get(parent, "params.baseline") or "")
-    runs = latest_per_variant(runs, baseline)
-    if baseline not in runs.index:
-        raise CompareError(f"sweep {name!r} (parent run {parent_run}): no run of its baseline variant {baseline!r} "
-                           f"to compare with; variants found: {', '.join(runs.index)}")
-    return Sweep(name, uri, parent, runs, baseline, variant_overrides(parent, runs))
-
-
-def latest_per_variant(runs: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """One row per ``tags.variant`` (its latest run), indexed by variant, baseline first,
-    then in numeric order when the names are numbers, else in the order they ran."""
-    runs = runs.dropna(subset=["tags.variant"]).sort_values("start_time")
-    runs = runs.drop_duplicates("tags.variant", keep="last").set_index("tags.variant", drop=False)
-    runs.index.name = "variant"
-    others = [v for v in runs.index if v != baseline]
-    values = numeric_values(list(runs.index))
-    if values is not None:
-        others.sort(key=values.__getitem__)
-    return runs.loc[[v for v in [baseline] if v in runs.index] + others]
-
-
-def variant_overrides(parent: Mapping[str, Any], runs: pd.DataFrame) -> dict[str, dict[str, str]]:
-    """Each variant's param overrides: from the parent's flattened sweep definition
-    (``variants.<variant>.<key>``), else the variant run's own params."""
-    out: dict[str, dict[str, str]] = {}
-    for variant, row in runs.iterrows():
-        prefix = f"params.variants.{variant}."
-        defined = {k.removeprefix(prefix): str(v) for k, v in parent.items()
-                   if k.startswith(prefix) and _get(parent, k) is not None}
-        logged = {k.removeprefix("params."): str(v) for k, v in row.items()
-                  if k.startswith("params.") and _get(row, k) is not None}
-        out[str(variant)] = defined or logged
-    return out
+    """The variants' runs do not hold what the comparison asks for (its baseline, a metric)."""
 
 
 # --- the table ----------------------------------------------------------------------------
-
-
-_NUMBER = re.compile(r"^(\d+(?:\.\d+)?)\s*([a-z%]*)$", re.IGNORECASE)
-_SQUARE = re.compile(r"^(\d+)x(\d+)$", re.IGNORECASE)
-
-
-def numeric_values(variants: Sequence[str]) -> dict[str, float] | None:
-    """The number each variant name stands for (``2s`` -> 2, ``16x16`` -> 16) when every
-    name is a number with the same unit; None otherwise (``audio_on``/``audio_off``)."""
-    values, units = {}, set()
-    for name in variants:
-        if m := _SQUARE.match(name):
-            values[name], unit = float(m[1]), "px"
-        elif m := _NUMBER.match(name):
-            values[name], unit = float(m[1]), m[2].lower()
-        else:
-            return None
-        units.add(unit)
-    return values if len(units) == 1 and len(values) > 1 else None
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -373,7 +185,7 @@ def markdown_report(sweep: Sweep, table: pd.DataFrame, *, plot_file: str | None 
     lines = [f"# Ablation `{sweep.name}`", ""]
     if sweep.description:
         lines += [sweep.description, ""]
-    parent_name = _get(sweep.parent, "tags.mlflow.runName")
+    parent_name = row_value(sweep.parent, "tags.mlflow.runName")
     lines += [f"- parent run: {_run_ref(sweep, sweep.parent_id, parent_name)}",
               f"- tracking: `{sweep.tracking_uri}`",
               f"- git commit: `{sweep.git_sha or 'unknown'}`",
@@ -384,7 +196,7 @@ def markdown_report(sweep: Sweep, table: pd.DataFrame, *, plot_file: str | None 
         text = ", ".join(f"`{k}={v}`" for k, v in overrides.items()) or "(params.yaml as is)"
         name = f"**{variant}** (baseline)" if variant == base else str(variant)
         lines.append(f"| {name} | {text} | {_run_ref(sweep, str(row['run_id']))} | "
-                     f"{_get(row, 'tags.dvc_exp_name') or '–'} | {_get(row, 'status') or '–'} |")
+                     f"{row_value(row, 'tags.dvc_exp_name') or '–'} | {row_value(row, 'status') or '–'} |")
     others = [v for v in table.index if v != base]
     for split, what in SPLITS.items():
         rows = split_rows(table, split)
@@ -508,50 +320,8 @@ def write_comparison(sweep: Sweep, table: pd.DataFrame, out_dir: str | Path) -> 
 def log_to_parent(comparison: Comparison, artifact_path: str = ARTIFACT_PATH) -> tuple[str, ...]:
     """Log the report and the figure to the sweep's parent run (``comparison/``); their
     artifact paths. Logging again replaces them."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=comparison.sweep.tracking_uri)
-    for path in (comparison.report, comparison.plot):
-        client.log_artifact(comparison.sweep.parent_id, str(path), artifact_path)
-    return (f"{artifact_path}/{comparison.report.name}", f"{artifact_path}/{comparison.plot.name}")
-
-
-def variant_images(sweep: Sweep, dst: str | Path, pattern: str = "grid_*.png") -> dict[str, list[Path]]:
-    """Download each variant's images named like ``pattern`` (the evaluate stage's sample
-    grids): from its ``kind=variant`` run, else from its ``evaluate`` stage run under the
-    same parent. Variants without such images are absent from the result."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=sweep.tracking_uri)
-    mlflow.set_tracking_uri(sweep.tracking_uri)
-    stage_runs = mlflow.search_runs(
-        [sweep.experiment_id], f"tags.mlflow.parentRunId = {_quote(sweep.parent_id)} and tags.stage = 'evaluate'",
-        order_by=["attributes.start_time DESC"], output_format="pandas")
-    found: dict[str, list[Path]] = {}
-    for variant, row in sweep.runs.iterrows():
-        candidates = [str(row["run_id"])]
-        if not stage_runs.empty and "tags.variant" in stage_runs:
-            candidates += list(stage_runs.loc[stage_runs["tags.variant"] == variant, "run_id"])
-        for run_id in candidates:
-            paths = [p for p in _artifact_files(client, run_id) if fnmatch.fnmatchcase(Path(p).name, pattern)]
-            if paths:
-                found[str(variant)] = [Path(mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=p, dst_path=str(Path(dst) / str(variant)),
-                    tracking_uri=sweep.tracking_uri)) for p in sorted(paths)]
-                break
-    return found
-
-
-def _artifact_files(client: Any, run_id: str, path: str | None = None, depth: int = 3) -> list[str]:
-    files: list[str] = []
-    for info in client.list_artifacts(run_id, path):
-        if info.is_dir:
-            if depth > 1:
-                files += _artifact_files(client, run_id, info.path, depth - 1)
-        else:
-            files.append(info.path)
-    return files
+    return log_artifacts(comparison.sweep.tracking_uri, comparison.sweep.parent_id,
+                         (comparison.report, comparison.plot), artifact_path)
 
 
 def compare(uri: str, sweep: str | None = None, *, parent_id: str | None = None, out_dir: str | Path | None = None,

@@ -52,8 +52,7 @@ from components.figures.images import nearest_up
 from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
 from components.inference.face_sr import FaceSR
-from components.io import write_json_atomic, write_bytes_atomic
-from components.orchestration.runner import iter_chunks
+from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,11 @@
-"""Evaluator networks: judges of the sex-like attribute, age and identity of a face.
+"""Judging faces: how a trained face judge reads the sex-like attribute, age and identity.
 
-The paper measures whether super-resolved faces keep their speaker's attributes and
-identity with pretrained face classifiers. None can be downloaded here, so the project
-trains its own judge on the HIGH-RES TRAINING faces (the ground truth, never a model
-output) and applies it, frozen, to every method's outputs and to the true faces.
-
-One network, :class:`FaceEvaluator`, with a shared trunk and four heads, because every
-head needs the same evidence (face shape, colours, hair) and one network trains in a
-minute on two CPU cores:
-
-* ``sex_logit``: the binary sex-like attribute (``attr_sex``: 0 female, 1 male);
-* ``age``: age regression in years (trained on standardised ages);
-* ``id_logits``: closed-set identity over the training speakers, a cosine classifier
-  with an additive margin (CosFace: Wang et al. 2018), so that
-* ``embedding``, the L2-normalised penultimate layer, is trained for cosine comparison
-  and also identifies faces of speakers it never saw (open-set verification).
-
-Training augments the faces (flip, small shifts and zooms, blur by down-and-up
-resampling, brightness/contrast) so that the judge looks at what survives
-super-resolution rather than at pixel-exact detail, which every method's output lacks.
+The judge (:class:`~components.models.face_sr.judge.FaceEvaluator`, family
+``"face_judge"``) is trained by the ``evaluators`` stage on the high-res TRAINING faces
+(``components/training/face_sr/judge.py``); here it is loaded from its ``model.pt``
+(:func:`load_judge`) and applied, frozen, to every method's outputs and to the true
+faces (:class:`FaceJudge`, :func:`judge_report`). :func:`load_faces` reads a split's
+faces with their speakers' ground truth (:class:`FaceSet`).
 
 ``evaluators.face_recognition_path`` replaces the identity embedding with a real
 face-recognition network exported to ONNX (e.g. an ArcFace model): input (N, 3, 112,
@@ -31,8 +18,6 @@ torch 2.13: export to ONNX instead.)
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import track
-from torch import nn
 
-from components.config import EvaluatorsParams
 from components.data.shards import UNKNOWN_SPEAKER, split_group
 from components.errors import EarshotError
-from components.io import atomic_path
+from components.models.checkpoint import load_model
+from components.models.face_sr.judge import FAMILY, NETWORK, STAGE, FaceEvaluator
 
-log = logging.getLogger(__name__)
-
-EVALUATOR_FORMAT = "earshot.face_evaluator"
-EVALUATOR_VERSION = 1
-COSFACE_SCALE = 16.0
-"""Logit scale of the cosine classifier: cosines live in [-1, 1], too flat for softmax."""
-COSFACE_MARGIN = 0.2
-"""Subtracted from the true class' cosine in training: classes must win by a margin,
-which packs each speaker's embeddings tightly (what open-set verification needs)."""
 ARCFACE_SIZE = 112
-MASK_CENTRE_Y = 0.45
-MASK_RADII = (0.36, 0.5)  # x, y, as fractions of the crop side
 
 
 def identity_of(speaker_id: str, key: str) -> str:
@@ -102,17 +74,20 @@ def collect_faces(samples: Iterable[dict[str, Any]]) -> FaceSet:
 
 def load_faces(shards_dir: str | Path, split: str, resolution: int, *, frames_per_clip: int = 1,
                seed: int = 0) -> FaceSet:
-    """The faces of one split of the shards at ``resolution``.
+    """The faces of one split of the shards at ``resolution`` (all of them, also in one
+    rank of a ``torchrun`` launch).
 
     ``frames_per_clip == 1``: the deterministic evaluation sample of each clip (its middle
     frame). More: that many training passes, each drawing a random frame of every clip
-    (seeded), which is how the evaluator sees several views of each training speaker.
+    (seeded), which is how the judge sees several views of each training speaker.
     """
     from components.data.dataset import ShardDataset
 
+    whole = {"rank": 0, "world_size": 1}
     if frames_per_clip <= 1:
-        return collect_faces(ShardDataset(shards_dir, split, "face_sr", train=False, hr_size=resolution))
-    ds = ShardDataset(shards_dir, split, "face_sr", train=True, hr_size=resolution, seed=seed, shuffle_buffer=1)
+        return collect_faces(ShardDataset(shards_dir, split, "face_sr", train=False, hr_size=resolution, **whole))
+    ds = ShardDataset(shards_dir, split, "face_sr", train=True, hr_size=resolution, seed=seed, shuffle_buffer=1,
+                      **whole)
 
     def passes() -> Iterable[dict[str, Any]]:
         for epoch in range(frames_per_clip):
@@ -134,161 +109,6 @@ def training_speakers(faces: FaceSet) -> list[str]:
     return sorted({s for s in faces.speaker_ids.tolist() if s and s != UNKNOWN_SPEAKER})
 
 
-# --------------------------------------------------------------------------- the network
-
-
-def _conv(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-
-def face_mask(resolution: int) -> torch.Tensor:
-    """(R, R) 1 inside an ellipse around the face of a face-stage crop, 0 outside.
-
-    The crops keep a margin around the face (``faces.margin``: the face box is ~60% of
-    the side, centred), so background and clothes fill the corners and the bottom. They
-    change from video to video and say nothing about who is talking, but a network sees
-    them first: trained on full crops, the judge identified held-out videos of training
-    speakers at 0.3 on the default corpus, 0.6 with this mask (attributes improved too).
-    The ellipse (72% of the width, all of the height but the bottom 5%) keeps hair.
-    """
-    centre = (torch.arange(resolution, dtype=torch.float32) + 0.5) / resolution
-    yy, xx = torch.meshgrid(centre, centre, indexing="ij")
-    return ((((xx - 0.5) / MASK_RADII[0]) ** 2 + ((yy - MASK_CENTRE_Y) / MASK_RADII[1]) ** 2) < 1).float()
-
-
-class FaceEvaluator(nn.Module):
-    """Face (B, 3, R, R) in [-1, 1] -> sex logit, age, identity logits, embedding.
-
-    Only the face region counts: the input is multiplied by :func:`face_mask`. The trunk halves the resolution down to 4x4: a stride-2 stem conv to ``width``
-    channels (no full-resolution layer: it would cost as much as the rest of the network
-    together), then per scale a 3x3 conv and a stride-2 3x3 conv doubling the channels
-    (up to ``8 * width``). The 4x4 map is flattened (position matters for faces: where
-    the eyes, mouth and hair are) into an ``embedding_dim`` neck with batch norm, which
-    feeds the sex and age heads directly and the identity head after L2 normalisation.
-    """
-
-    def __init__(self, resolution: int, n_identities: int, *, width: int = 32, embedding_dim: int = 128,
-                 age_mean: float = 0.0, age_std: float = 1.0) -> None:
-        super().__init__()
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
-        layers: list[nn.Module] = _conv(3, width, 2)
-        c = width
-        for _ in range(int(math.log2(resolution)) - 3):
-            wider = min(2 * c, 8 * width)
-            layers += _conv(c, c, 1) + _conv(c, wider, 2)
-            c = wider
-        self.features = nn.Sequential(*layers)
-        self.neck = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(c * 16, embedding_dim),
-                                  nn.BatchNorm1d(embedding_dim))
-        self.sex_head = nn.Linear(embedding_dim, 1)
-        self.age_head = nn.Linear(embedding_dim, 1)
-        self.id_weight = nn.Parameter(torch.randn(max(n_identities, 1), embedding_dim) / math.sqrt(embedding_dim))
-        self.register_buffer("mask", face_mask(resolution), persistent=False)
-        self.register_buffer("age_mean", torch.tensor(float(age_mean)))
-        self.register_buffer("age_std", torch.tensor(float(age_std)))
-        self.config = {"resolution": resolution, "n_identities": n_identities, "width": width,
-                       "embedding_dim": embedding_dim}
-
-    def forward(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        r = self.config["resolution"]
-        if img.ndim != 4 or tuple(img.shape[1:]) != (3, r, r):
-            raise ValueError(f"FaceEvaluator expects (B, 3, {r}, {r}), got {tuple(img.shape)}")
-        h = self.neck(self.features(img * self.mask))
-        embedding = F.normalize(h, dim=1)
-        cosines = embedding @ F.normalize(self.id_weight, dim=1).T
-        age_z = self.age_head(h).squeeze(1)
-        return {"sex_logit": self.sex_head(h).squeeze(1), "age_z": age_z, "age": age_z * self.age_std + self.age_mean,
-                "cosines": cosines, "id_logits": COSFACE_SCALE * cosines, "embedding": embedding}
-
-
-def evaluator_loss(out: dict[str, torch.Tensor], sex: torch.Tensor, age_z: torch.Tensor, labels: torch.Tensor,
-                   age_weight: float = 1.0) -> dict[str, torch.Tensor]:
-    """Losses of one batch; unknown targets (NaN, label -1) are left out of their term.
-
-    sex: binary cross-entropy; age: smooth L1 on standardised ages; identity: CosFace
-    (softmax over ``scale * (cos - margin on the true class)``).
-    """
-    zero = out["sex_logit"].sum() * 0.0
-    known = ~torch.isnan(sex)
-    l_sex = F.binary_cross_entropy_with_logits(out["sex_logit"][known], sex[known]) if known.any() else zero
-    known = ~torch.isnan(age_z)
-    l_age = F.smooth_l1_loss(out["age_z"][known], age_z[known]) if known.any() else zero
-    known = labels >= 0
-    if known.any():
-        cos = out["cosines"][known]
-        margin = F.one_hot(labels[known], cos.shape[1]).to(cos.dtype) * COSFACE_MARGIN
-        l_id = F.cross_entropy(COSFACE_SCALE * (cos - margin), labels[known])
-    else:
-        l_id = zero
-    return {"loss": l_sex + age_weight * l_age + l_id, "sex": l_sex, "age": l_age, "id": l_id}
-
-
-def augment(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random flip, shift/zoom, blur (down-and-up resampling) and brightness/contrast.
-
-    Everything a super-resolved face may differ in from its ground truth without
-    changing who it is: the judge must not rely on it.
-    """
-    b, _, r, _ = img.shape
-
-    def uniform(lo: float, hi: float, n: int = b) -> torch.Tensor:
-        return torch.rand(n, generator=gen) * (hi - lo) + lo
-
-    flip = torch.rand(b, generator=gen) < 0.5
-    img = torch.where(flip[:, None, None, None], img.flip(3), img)
-    scale = uniform(0.9, 1.1)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
-    theta[:, :, 2] = torch.rand(b, 2, generator=gen) * 0.16 - 0.08
-    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
-    img = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    blurred = torch.rand(b, generator=gen) < 0.5
-    size = max(4, int(r * float(uniform(0.25, 0.75, 1))))
-    soft = F.interpolate(F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False),
-                         size=r, mode="bicubic", align_corners=False)
-    img = torch.where(blurred[:, None, None, None], soft, img)
-    contrast, brightness = uniform(0.85, 1.15)[:, None, None, None], uniform(-0.1, 0.1)[:, None, None, None]
-    return (img * contrast + brightness).clamp(-1.0, 1.0)
-
-
-def train_evaluator(faces: FaceSet, speakers: Sequence[str], cfg: EvaluatorsParams, *,
-                    on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    log_every: int = 50, progress: bool = False) -> FaceEvaluator:
-    """Train a :class:`FaceEvaluator` on ``faces`` (augmented batches drawn with a seeded
-    generator: the same data and config give the same weights). ``speakers`` are the
-    identity classes. AdamW with a linear warm-up and cosine decay."""
-    if len(faces) < 2:  # batch norm needs two samples
-        raise EarshotError(f"{len(faces)} training face(s): the evaluator needs a train split of two clips or more")
-    ages = faces.age[~np.isnan(faces.age)]
-    age_mean = float(ages.mean()) if len(ages) else 0.0
-    age_std = float(ages.std()) if len(ages) > 1 and ages.std() > 0 else 1.0
-    gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = FaceEvaluator(faces.images.shape[-1], len(speakers), width=cfg.width,
-                              embedding_dim=cfg.embedding_dim, age_mean=age_mean, age_std=age_std)
-    sex = torch.as_tensor(faces.sex, dtype=torch.float32)
-    age_z = (torch.as_tensor(faces.age, dtype=torch.float32) - age_mean) / age_std
-    labels = torch.as_tensor(identity_labels(faces.speaker_ids.tolist(), speakers))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    model.train()
-    for step in track(range(1, cfg.steps + 1), description="evaluators", disable=not progress):
-        idx = torch.randint(len(faces), (min(cfg.batch_size, len(faces)),), generator=gen)
-        out = model(augment(faces.images[idx], gen))
-        losses = evaluator_loss(out, sex[idx], age_z[idx], labels[idx], cfg.age_weight)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
-        sched.step()
-        if on_log is not None and (step % log_every == 0 or step == cfg.steps):
-            on_log(step, {f"loss.{k}": v.item() for k, v in losses.items()})
-    return model.eval()
-
-
 # --------------------------------------------------------------------------- judging faces
 
 
@@ -303,7 +123,8 @@ class Judgement:
 
 
 class FaceJudge:
-    """The frozen evaluator (+ optional external identity embedder) applied in batches."""
+    """The frozen judge network (+ optional external identity embedder) applied in batches;
+    ``speakers`` are its identity classes."""
 
     def __init__(self, evaluator: FaceEvaluator, speakers: Sequence[str],
                  embedder: Callable[[torch.Tensor], np.ndarray] | None = None, batch_size: int = 64) -> None:
@@ -334,32 +155,11 @@ class FaceJudge:
         return Judgement(**{k: np.concatenate(v) if v else np.zeros(empty[k]) for k, v in parts.items()})
 
 
-def save_evaluator(path: str | Path, model: FaceEvaluator, speakers: Sequence[str]) -> None:
-    """Write the evaluator atomically as plain tensors and lists (``weights_only`` loadable)."""
-    payload = {"format": EVALUATOR_FORMAT, "version": EVALUATOR_VERSION, "config": dict(model.config),
-               "speakers": list(speakers), "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_evaluator(path: str | Path) -> tuple[FaceEvaluator, list[str]]:
-    """The evaluator and its identity classes; a clear error naming ``path`` otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise EarshotError(f"{path}: evaluator not found: run `dvc repro evaluators`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise EarshotError(f"{path}: not a readable evaluator checkpoint ({type(exc).__name__})") from None
-    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-    if found != EVALUATOR_FORMAT:
-        raise EarshotError(f"{path}: not an evaluator checkpoint (format {found!r}, expected {EVALUATOR_FORMAT!r})")
-    if payload.get("version") != EVALUATOR_VERSION:
-        raise EarshotError(f"{path}: evaluator version {payload.get('version')}, this code reads version "
-                           f"{EVALUATOR_VERSION}: run `dvc repro evaluators`")
-    model = FaceEvaluator(**payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), list(payload["speakers"])
+def load_judge(path: str | Path, embedder: Callable[[torch.Tensor], np.ndarray] | None = None) -> FaceJudge:
+    """The judge trained by the ``evaluators`` stage, from its ``model.pt``; a
+    :class:`~components.models.checkpoint.CheckpointError` naming ``path`` otherwise."""
+    model = load_model(path, (NETWORK,), expect_family=FAMILY, expect_stage=STAGE)
+    return FaceJudge(model.networks[NETWORK], model.config["speakers"], embedder)
 
 
 class OnnxFaceEmbedder:
@@ -420,28 +220,3 @@ def judge_report(judge: FaceJudge, faces: FaceSet, *, closed_set: bool) -> dict[
         labels = identity_labels(faces.speaker_ids.tolist(), judge.speakers)
         report["id_acc"] = nanmean(closed_set_hits(j.id_logits, labels))
     return report
-
-
-def build_evaluator(shards_dir: str | Path, out_path: str | Path, cfg: EvaluatorsParams, resolution: int, *,
-                    on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    progress: bool = False) -> dict[str, float]:
-    """The ``evaluators`` stage's work: train on the train split's faces, save to
-    ``out_path``, and report how well the judge reads the held-out true faces.
-
-    Returns flat metrics: ``<split>.sex_acc``, ``<split>.age_mae``, ``<split>.id_verif_acc``
-    for ``train`` (evaluation frames of the training clips), ``seen`` and ``unseen``, plus
-    ``seen.id_acc`` (closed set over the training speakers) and ``id_chance`` (1 / classes).
-    """
-    train = load_faces(shards_dir, "train", resolution, frames_per_clip=cfg.frames_per_clip, seed=cfg.seed)
-    speakers = training_speakers(train)
-    log.info("evaluators: %d training faces of %d speakers at %d px", len(train), len(speakers), resolution)
-    model = train_evaluator(train, speakers, cfg, on_log=on_log, progress=progress)
-    save_evaluator(out_path, model, speakers)
-    embedder = OnnxFaceEmbedder(cfg.face_recognition_path) if cfg.face_recognition_path else None
-    judge = FaceJudge(model, speakers, embedder)
-    metrics: dict[str, float] = {"n_speakers": float(len(speakers)), "id_chance": 1.0 / max(len(speakers), 1)}
-    for split, name in (("train", "train"), ("test_seen", "seen"), ("test_unseen", "unseen")):
-        report = judge_report(judge, load_faces(shards_dir, split, resolution), closed_set=name != "unseen")
-        metrics |= {f"{name}.{k}": round(v, 6) for k, v in report.items() if v is not None}
-    log.info("evaluators: %s", metrics)
-    return metrics

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from components.config import FacesParams
 from components.errors import Rejected
 from components.faces.detect import Detections, box_area
 
@@ -143,7 +142,11 @@ class TrackStats:
     extreme_fraction: float  # main-track keyframes with |yaw proxy| > max_yaw
 
 
-def track_stats(main: Track, tracks: Sequence[Track], n_keyframes: int, params: FacesParams) -> TrackStats:
+def track_stats(main: Track, tracks: Sequence[Track], n_keyframes: int, *, competing_ratio: float,
+                max_yaw: float) -> TrackStats:
+    """The figures of ``main`` among ``tracks``: another track's box counts as competing at a
+    keyframe when it is at least ``competing_ratio`` of the main face's area there; a pose
+    is extreme where the yaw proxy exceeds ``max_yaw``."""
     obs = list(main.observations.values())
     sides = [o.side for o in obs]
     main_area = {f: o.area for f, o in main.observations.items()}
@@ -151,10 +154,10 @@ def track_stats(main: Track, tracks: Sequence[Track], n_keyframes: int, params: 
     competing = 0
     for other in tracks:
         if other is not main:
-            hits = sum(o.area >= params.competing_ratio * main_area.get(f, typical) and not _same_face(main, f, o)
+            hits = sum(o.area >= competing_ratio * main_area.get(f, typical) and not _same_face(main, f, o)
                        for f, o in other.observations.items())
             competing = max(competing, hits)
-    extreme = sum(abs(yaw_proxy(o.landmarks)) > params.max_yaw for o in obs)
+    extreme = sum(abs(yaw_proxy(o.landmarks)) > max_yaw for o in obs)
     return TrackStats(
         n_keyframes=n_keyframes,
         face_px=float(np.median(sides)),
@@ -171,7 +174,9 @@ def _same_face(main: Track, frame: int, obs: Observation) -> bool:
     return own is not None and pairwise_iou(own.box[None], obs.box[None])[0, 0] >= LINK_IOU
 
 
-def main_track(linker: TrackLinker, params: FacesParams) -> tuple[Track, TrackStats]:
+def main_track(linker: TrackLinker, *, score_threshold: float, min_face: int, max_lost_fraction: float,
+               competing_ratio: float, max_competing_fraction: float, max_yaw: float,
+               max_extreme_fraction: float) -> tuple[Track, TrackStats]:
     """The clip's face track and its stats; raises :class:`Rejected` when a rule fails.
 
     Rules, in order: some face was detected (``no_face``); the main face's median side
@@ -180,25 +185,26 @@ def main_track(linker: TrackLinker, params: FacesParams) -> tuple[Track, TrackSt
     keyframes (``track_lost``); no other track is at least ``competing_ratio`` of its
     area in more than ``max_competing_fraction`` of the keyframes (``multiple_faces``:
     whose voice is it?); its yaw proxy exceeds ``max_yaw`` in at most
-    ``max_extreme_fraction`` of its keyframes (``extreme_pose``).
+    ``max_extreme_fraction`` of its keyframes (``extreme_pose``). ``score_threshold`` is the
+    detector's, named when no face was found.
     """
     n = len(linker.keyframes)
     main = linker.leader()
     if main is None:
-        raise Rejected("no_face", f"no face scored >= {params.score_threshold} in {n} keyframes")
-    stats = track_stats(main, linker.tracks, n, params)
-    if stats.face_px < params.min_face:
-        raise Rejected("face_too_small", f"median face side {stats.face_px:.0f} px < min_face {params.min_face} px")
-    if stats.lost_fraction > params.max_lost_fraction:
+        raise Rejected("no_face", f"no face scored >= {score_threshold} in {n} keyframes")
+    stats = track_stats(main, linker.tracks, n, competing_ratio=competing_ratio, max_yaw=max_yaw)
+    if stats.face_px < min_face:
+        raise Rejected("face_too_small", f"median face side {stats.face_px:.0f} px < min_face {min_face} px")
+    if stats.lost_fraction > max_lost_fraction:
         raise Rejected("track_lost", f"face missing in {stats.lost_fraction:.0%} of {n} keyframes "
-                                     f"(max {params.max_lost_fraction:.0%})")
-    if stats.competing_fraction > params.max_competing_fraction:
-        raise Rejected("multiple_faces", f"a second face >= {params.competing_ratio:.0%} of the main one's area in "
+                                     f"(max {max_lost_fraction:.0%})")
+    if stats.competing_fraction > max_competing_fraction:
+        raise Rejected("multiple_faces", f"a second face >= {competing_ratio:.0%} of the main one's area in "
                                          f"{stats.competing_fraction:.0%} of {n} keyframes "
-                                         f"(max {params.max_competing_fraction:.0%})")
-    if stats.extreme_fraction > params.max_extreme_fraction:
-        raise Rejected("extreme_pose", f"yaw proxy beyond {params.max_yaw} in {stats.extreme_fraction:.0%} of the "
-                                       f"face's keyframes (max {params.max_extreme_fraction:.0%})")
+                                         f"(max {max_competing_fraction:.0%})")
+    if stats.extreme_fraction > max_extreme_fraction:
+        raise Rejected("extreme_pose", f"yaw proxy beyond {max_yaw} in {stats.extreme_fraction:.0%} of the "
+                                       f"face's keyframes (max {max_extreme_fraction:.0%})")
     return main, stats
 
 

@@ -2,6 +2,10 @@
 (input | output | target ..., or the frames of a video strip), drawn with PIL and written
 atomically so a viewer never sees half a PNG. Used for every training stage's samples
 (:func:`save_grid`); matplotlib figures with titles live in :mod:`components.figures.plots`.
+
+A column is ``(label, tensor)`` with images ``(N, C, h, w)`` (C = 1 or 3) or video
+frames ``(N, T, C, h, w)``; a video column becomes a strip of T columns, the label over
+its first frame.
 """
 
 from __future__ import annotations
@@ -34,10 +38,28 @@ def to_display(img: torch.Tensor, size: int) -> torch.Tensor:
     return to_pixels(img)
 
 
+def image_columns(columns: Sequence[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """The columns with every video column ``(N, T, C, h, w)`` cut into its T frames."""
+    out = []
+    for label, images in columns:
+        if images.ndim == 5:
+            out += [(label if t == 0 else "", images[:, t]) for t in range(images.shape[1])]
+        else:
+            out.append((label, images))
+    return out
+
+
+def picture_size(columns: Sequence[tuple[str, torch.Tensor]]) -> int:
+    """The side of a grid cell: the largest RGB column (faces, frames; not spectrograms)."""
+    sides = [images.shape[-1] for _, images in columns if images.shape[-3] == 3]
+    return max(sides or [images.shape[-1] for _, images in columns])
+
+
 def grid_image(columns: Sequence[tuple[str, torch.Tensor]], size: int, pad: int = 2) -> np.ndarray:
-    """Tile labelled image columns into one HxWx3 uint8 picture (a label row on top)."""
+    """Tile labelled image (or video) columns into one HxWx3 uint8 picture (a label row on top)."""
     from PIL import Image, ImageDraw
 
+    columns = image_columns(columns)
     n = min(len(images) for _, images in columns)
     cell = size + pad
     height, width = LABEL_HEIGHT + n * cell + pad, len(columns) * cell + pad
@@ -54,9 +76,10 @@ def grid_image(columns: Sequence[tuple[str, torch.Tensor]], size: int, pad: int 
     return np.asarray(picture)
 
 
-def save_grid(path: str | Path, columns: Sequence[tuple[str, torch.Tensor]], size: int) -> Path:
+def save_grid(path: str | Path, columns: Sequence[tuple[str, torch.Tensor]], size: int | None = None) -> Path:
+    """Write the grid of ``columns`` as a PNG; cells of ``size`` px (default :func:`picture_size`)."""
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        Image.fromarray(grid_image(columns, size)).save(tmp, format="PNG")
+        Image.fromarray(grid_image(columns, size or picture_size(columns))).save(tmp, format="PNG")
     return Path(path)

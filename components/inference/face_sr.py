@@ -7,7 +7,8 @@ the ``model.pt`` of the last training stage, ``models/face_sr/train_fusion/``
 evaluation stage, the ``earshot face-sr`` command and the inference benchmark all go
 through it.
 
-Inputs from files, prepared exactly as the training samples were
+The model's inputs, made of what :mod:`components.inference.inputs` reads (it also pairs
+folders by stem and writes the PNGs) exactly as the training samples were made
 (:mod:`components.data.dataset`):
 
 * a face (:func:`face_input`): an image of ``lr_size`` (8x8) is used as it is. A larger
@@ -24,7 +25,6 @@ Inputs from files, prepared exactly as the training samples were
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,10 +36,10 @@ from torch import nn
 from components.audio.spectrogram import SPEC_SAMPLE_RATE
 from components.data.features import degrade, face_sr_spectrogram, resize
 from components.errors import EarshotError
-from components.figures.images import from_hwc, nearest_up, to_hwc
-from components.io import atomic_path
-from components.models.face_sr import ModelConfig
-from components.models.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, load_networks
+from components.figures.images import from_hwc, nearest_up
+from components.inference.inputs import pair_by_stem, read_image, read_voice, save_png
+from components.models.checkpoint import CheckpointError, load_model
+from components.models.face_sr import FAMILY, ModelConfig, config_dict
 
 if TYPE_CHECKING:  # onnxruntime and OpenCV load only when a face is to be detected
     from components.faces.detect import FaceDetector
@@ -98,46 +98,22 @@ def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu",
     They are rebuilt from ``<checkpoint_dir>/train_fusion/model.pt`` with the
     architecture that file records, loaded with ``weights_only=True``. Raises
     :class:`~components.models.checkpoint.CheckpointError` naming the file when it is
-    missing (train with ``dvc repro``), is not an earshot face-SR model file, is of
-    another format version or stage, or (with ``expect_config``) was made for another
-    model than the params describe.
+    missing (train with ``dvc repro``), is not an earshot model file of family
+    ``face_sr``, is of another format version or stage, or (with ``expect_config``) was
+    made for another model than the params describe.
     """
     root = Path(checkpoint_dir)
     if not root.is_dir():
         raise CheckpointError(f"{root}: no trained face-SR model here: run `dvc repro` to train one "
                               f"(or pass the folder holding {FINAL_STAGE}/model.pt)")
     path = root / FINAL_STAGE / "model.pt"
-    config = checkpoint_config(load_checkpoint(path, expect_stage=FINAL_STAGE, expect_kind="model",
-                                               expect_config=expect_config))
-    networks = load_networks(path, NETWORKS, expect_stage=FINAL_STAGE, expect_config=config)
+    model = load_model(path, NETWORKS, expect_family=FAMILY, expect_stage=FINAL_STAGE,
+                       expect_config=config_dict(expect_config) if expect_config is not None else None)
     device = torch.device(device)
-    return FaceSR({k: v.to(device) for k, v in networks.items()}, config, device)
+    return FaceSR({k: v.to(device) for k, v in model.networks.items()}, ModelConfig(**model.config), device)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto``: CUDA when torch sees a GPU, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EarshotError("--device cuda: torch sees no CUDA device")
-    return torch.device(device)
-
-
-# --------------------------------------------------------------------------- inputs from files
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 RGB uint8; a one-line error naming ``path`` otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise EarshotError(f"{path}: no such image file")
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise EarshotError(f"{path}: not an image ({type(exc).__name__})") from None
+# --------------------------------------------------------------------------- model inputs from files
 
 
 def face_input(image: np.ndarray, config: ModelConfig, *, name: str = "image", detector: FaceDetector | None = None,
@@ -176,73 +152,11 @@ def voice_input(path: str | Path, config: ModelConfig) -> torch.Tensor:
     One-line errors naming ``path``: missing, not decodable, no audio stream, empty,
     digital silence.
     """
-    from components.audio.extract import check_not_silent, load_audio
-
-    audio = load_audio(path, SPEC_SAMPLE_RATE)  # Rejected (an EarshotError) names the file
-    if len(audio) == 0:
-        raise EarshotError(f"{path}: empty audio (no samples)")
-    check_not_silent(audio, name=str(path))
+    audio = read_voice(path, SPEC_SAMPLE_RATE)
     return face_sr_spectrogram(audio, SPEC_SAMPLE_RATE, config.audio_seconds)[None]
 
 
-def image_files(folder: Path) -> dict[str, Path]:
-    """Files of ``folder`` with an image extension Pillow knows, by stem."""
-    from PIL import Image
-
-    known = set(Image.registered_extensions())
-    return _by_stem(folder, lambda p: p.suffix.lower() in known)
-
-
-def audio_files(folder: Path) -> dict[str, Path]:
-    """The other files of ``folder`` (any media ffmpeg may decode), by stem."""
-    from PIL import Image
-
-    known = set(Image.registered_extensions())
-    return _by_stem(folder, lambda p: p.suffix.lower() not in known)
-
-
-def _by_stem(folder: Path, keep: Callable[[Path], bool]) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise EarshotError(f"{folder}: not a folder")
-    out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and keep(path):
-            if path.stem in out:
-                raise EarshotError(f"{folder}: {out[path.stem].name} and {path.name} have the same stem: "
-                                   "pairing by stem is ambiguous")
-            out[path.stem] = path
-    return out
-
-
-def pair_by_stem(image_dir: Path, audio_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    """(stem, image, audio) for every stem present in both folders, and the unpaired files.
-
-    The two folders may be the same one (``face.png`` beside ``face.wav``).
-    """
-    images, audios = image_files(image_dir), audio_files(audio_dir)
-    pairs = [(stem, images[stem], audios[stem]) for stem in sorted(images.keys() & audios.keys())]
-    unpaired = sorted(str(p) for stem, p in {**images, **audios}.items() if stem not in images or stem not in audios)
-    return pairs, unpaired
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def save_png(path: str | Path, panels: Sequence[torch.Tensor], gap: int = 4) -> Path:
-    """Write (3, H, W) images in [-1, 1] side by side (white gaps) as one PNG, atomically."""
-    from PIL import Image
-
-    arrays = [to_hwc(p) for p in panels]
-    height = max(a.shape[0] for a in arrays)
-    canvas = np.full((height, sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1), 3), 255, np.uint8)
-    x = 0
-    for a in arrays:
-        canvas[:a.shape[0], x:x + a.shape[1]] = a
-        x += a.shape[1] + gap
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
-    return path
+# --------------------------------------------------------------------------- jobs
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from pathlib import Path
 from components.config import OrchestrationParams, Params
 from components.errors import EarshotError
 from components.io import atomic_path
-from components.tracking import artifact_location, local_tracking_uri
+from components.tracking import artifact_location, server_backend_uri
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +116,6 @@ def server_ports(cfg: OrchestrationParams, environ: Mapping[str, str]) -> dict[s
     return ports
 
 
-def mlflow_backend_uri(params: Params, root: Path) -> str:
-    """The database the stages write when no server runs (tracking.uri when it names a
-    database, else the project's ``mlflow.db``); never ``$MLFLOW_TRACKING_URI``, which
-    may well point at the server being started."""
-    uri = params.tracking.uri
-    if uri and "://" in uri and not uri.startswith(("http://", "https://", "databricks")):
-        return uri
-    return local_tracking_uri(root)
-
-
 def server_specs(params: Params, root: Path, environ: Mapping[str, str] | None = None) -> list[ServerSpec]:
     """Both servers as configured by ``params.orchestration`` (and the environment)."""
 
@@ -137,7 +127,7 @@ def server_specs(params: Params, root: Path, environ: Mapping[str, str] | None =
     prefect_db = (environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
                   or environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
                   or f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}")
-    backend = mlflow_backend_uri(params, root)
+    backend = server_backend_uri(params.tracking.uri, root)
     artifacts = artifact_location(backend) or (root / "mlartifacts").resolve().as_uri()
     python = sys.executable
     prefect = ServerSpec(

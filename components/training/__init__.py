@@ -1,21 +1,10 @@
-"""Training utilities shared by both papers (losses; loops live with their stages)."""
+"""Training, shared by every network of the project, and each paper's stages on top of it.
 
-from components.training.losses import (
-    PerceptualLoss,
-    d_logistic,
-    g_nonsaturating,
-    latent_loss,
-    path_length_penalty,
-    r1_penalty,
-    reconstruction_loss,
-)
-
-__all__ = [
-    "PerceptualLoss",
-    "d_logistic",
-    "g_nonsaturating",
-    "latent_loss",
-    "path_length_penalty",
-    "r1_penalty",
-    "reconstruction_loss",
-]
+* :mod:`.runtime`: device, precision, process group (``torchrun``), seeding and RNG state;
+* :mod:`.loop`: the one training loop (a :class:`~.loop.Stage` recipe in, checkpoints,
+  metrics, samples and ``model.pt`` out; resume, AMP and DDP for every stage);
+* :mod:`.stage`: the run policy (fingerprint, resume, up to date, MLflow run);
+* :mod:`.feeds`: batches in memory, streamed, or drawn; :mod:`.ema`: weight averages;
+  :mod:`.metrics_table`: ``metrics.tsv``; :mod:`.losses`: losses both papers use;
+* :mod:`.face_sr`: the stages of "Face super-resolution with an ear" and its judge.
+"""

@@ -1,46 +1,36 @@
-"""Batches of face-SR training samples, in an order that is a pure function of (seed, epoch).
+"""Batches for the training loop, in an order that is a pure function of (seed, epoch).
 
-Two feeds with one interface, :meth:`epoch`, which yields the batches of an epoch,
-skipping the first ``skip`` (what a resumed run has already consumed):
+Every feed has one method, :meth:`Batches.epoch`, which yields the batches of an epoch
+(dicts of tensors: images ``(B, 3, H, W)``, video frames ``(B, T, 3, H, W)``,
+spectrograms, labels: whatever the stage's step reads), skipping the first ``skip``:
+what a resumed run has already consumed. Three generic feeds; which keys they carry is
+the business of the stage family that builds them (``components/training/face_sr/``):
 
-* :class:`CachedFaceSR` (``face_sr.cache_frames_per_clip > 0``, the CPU default):
-  decoding a JPEG frame and the clip's FLAC audio and computing the spectrogram costs
-  6-11 ms per sample, about what training the small networks on it costs (8-20 ms per
-  sample, tests/benchmarks/bench_training.py), on the same two cores. So the split is
-  read once, through
-  :class:`~components.data.dataset.ShardDataset` itself (k passes over its training
-  stream: k random frames per clip, each with the spectrogram of the 4 s of audio
-  around it, computed exactly as the streaming path would), into uint8 images and
-  float16 spectrograms in memory; an epoch is then a seeded permutation of them. The
-  default corpus (129 training clips x 8 frames) takes 13 MB of images at 64 px, plus
-  130 MB of spectrograms in the stages that use audio, and ~5-15 s to build.
-* :class:`StreamingFaceSR` (``cache_frames_per_clip: 0``): a DataLoader over the
-  ShardDataset, for corpora that do not fit in memory (a GPU run decodes in its
-  DataLoader workers while the GPU computes). ShardDataset shuffles per (seed, epoch)
-  and deals row groups to DDP ranks and DataLoader workers; resuming re-reads (and
+* :class:`CachedFeed`: samples held in memory as tensors (possibly compressed, e.g.
+  uint8 images, decoded per batch); an epoch is a seeded permutation of them.
+  :func:`dataset_passes` reads k passes of a dataset's training stream to fill one.
+* :class:`StreamingFeed`: a DataLoader over a dataset that shuffles per epoch
+  (``set_epoch``), for data that does not fit in memory; resuming re-reads (and
   discards) the consumed batches.
+* :class:`DrawnFeed`: batches drawn with replacement by a seeded ``torch.Generator``
+  (random indices, augmentations); its epoch 0 never ends and batch k is the k-th draw,
+  so resuming replays the k draws (without building their batches).
 
-Both are rank-aware: under DDP every rank feeds on its own share of the clips.
+Under DDP the data a rank feeds on is its own share: the dataset deals its items to
+ranks, or the stage gives each rank its own part or seed.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader
 
-from components.data.dataset import ShardDataset
-from components.figures.images import from_pixels, to_pixels
-
-log = logging.getLogger(__name__)
-
 Batch = dict[str, torch.Tensor]
-TENSOR_KEYS = ("hr", "lr", "spec")
 
 
 class Batches(Protocol):
@@ -51,59 +41,33 @@ class Batches(Protocol):
         ...
 
 
-class CachedFaceSR:
-    """The training split decoded once into memory; see the module docstring.
+class CachedFeed:
+    """Samples in memory: ``tensors`` of equal length N, one sample per row.
 
-    ``hr`` (N, 3, R, R) uint8, ``lr`` (N, 3, s, s) float32, ``spec`` (N, 1, T, F) float16
-    or None when the stage does not use audio, ``clip`` (N,) the index of each sample's
-    clip in ``keys``.
+    ``decode`` maps a key to what turns its stored rows into batch values (e.g. uint8
+    pixels to floats); other keys are used as stored. ``sources`` says where each sample
+    came from (e.g. its clip), for inspection.
     """
 
-    def __init__(self, hr: torch.Tensor, lr: torch.Tensor, spec: torch.Tensor | None, clip: torch.Tensor,
-                 keys: list[str], *, batch_size: int, seed: int) -> None:
-        if len(hr) < batch_size:
-            raise ValueError(f"{len(hr)} cached training samples cannot fill a batch of {batch_size}: "
-                             "lower batch_size or raise face_sr.cache_frames_per_clip")
-        self.hr, self.lr, self.spec, self.clip, self.keys = hr, lr, spec, clip, keys
+    def __init__(self, tensors: Mapping[str, torch.Tensor], *, batch_size: int, seed: int,
+                 decode: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                 sources: list[str] | None = None, hint: str = "lower batch_size") -> None:
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"cached tensors of different lengths: { {k: len(t) for k, t in tensors.items()} }")
+        (n,) = lengths
+        if n < batch_size:
+            raise ValueError(f"{n} cached training samples cannot fill a batch of {batch_size}: {hint}")
+        self.tensors, self.decode = dict(tensors), dict(decode or {})
+        self.sources = sources if sources is not None else []
         self.batch_size, self.seed = batch_size, seed
 
-    @classmethod
-    def from_dataset(cls, dataset: ShardDataset, frames_per_clip: int, *, batch_size: int, with_spec: bool,
-                     num_workers: int = 0) -> CachedFaceSR:
-        """Materialise ``frames_per_clip`` passes of ``dataset``'s training stream.
-
-        Pass e is the dataset's epoch e (``set_epoch``): one random frame per clip,
-        reproducible from the dataset's seed. ``with_spec=False`` drops the spectrograms
-        (stages that do not use audio keep only the images).
-        """
-        if not dataset.train or dataset.mode != "face_sr":
-            raise ValueError("the cache is built from a face_sr ShardDataset in training mode")
-        started = time.perf_counter()
-        hr, lr, spec, clip, keys = [], [], [], [], {}
-        for epoch in range(frames_per_clip):
-            dataset.set_epoch(epoch)
-            loader = DataLoader(dataset, batch_size=64, num_workers=num_workers)
-            for batch in loader:
-                hr.append(to_pixels(batch["hr"]))
-                lr.append(batch["lr"])
-                if with_spec:
-                    spec.append(batch["spec"].half())
-                clip.extend(keys.setdefault(k, len(keys)) for k in batch["key"])
-        if not hr:
-            raise ValueError(f"no training samples in {dataset.files[:1] or 'the shards'} (split {dataset.split!r})")
-        cache = cls(torch.cat(hr), torch.cat(lr), torch.cat(spec) if with_spec else None,
-                    torch.tensor(clip), list(keys), batch_size=batch_size, seed=dataset.seed)
-        log.info("cached %d samples of %d clips (%.0f MB) in %.1f s", len(cache), len(keys), cache.nbytes / 2**20,
-                 time.perf_counter() - started)
-        return cache
-
     def __len__(self) -> int:
-        return len(self.hr)
+        return len(next(iter(self.tensors.values())))
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.hr, self.lr, self.clip] + ([self.spec] if self.spec is not None else [])
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     def order(self, epoch: int) -> torch.Tensor:
         """The sample order of ``epoch``: a permutation seeded by (seed, epoch) only."""
@@ -111,10 +75,7 @@ class CachedFaceSR:
         return torch.randperm(len(self), generator=gen)
 
     def take(self, index: torch.Tensor) -> Batch:
-        batch = {"hr": from_pixels(self.hr[index]), "lr": self.lr[index]}
-        if self.spec is not None:
-            batch["spec"] = self.spec[index].float()
-        return batch
+        return {k: self.decode[k](t[index]) if k in self.decode else t[index] for k, t in self.tensors.items()}
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
@@ -122,12 +83,19 @@ class CachedFaceSR:
             yield self.take(order[start:start + self.batch_size])
 
 
-class StreamingFaceSR:
-    """Batches straight from the shards (DataLoader over a training ShardDataset)."""
+def dataset_passes(dataset: Any, passes: int, *, num_workers: int = 0, batch_size: int = 64) -> Iterator[dict]:
+    """Batches of ``passes`` passes over a dataset with ``set_epoch`` (pass e is its epoch e)."""
+    for epoch in range(passes):
+        dataset.set_epoch(epoch)
+        yield from DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
 
-    def __init__(self, dataset: ShardDataset, *, batch_size: int, num_workers: int = 0,
+
+class StreamingFeed:
+    """Batches of ``keys`` straight from a dataset that shuffles per ``set_epoch``."""
+
+    def __init__(self, dataset: Any, *, batch_size: int, keys: tuple[str, ...], num_workers: int = 0,
                  pin_memory: bool = False) -> None:
-        self.dataset, self.batch_size = dataset, batch_size
+        self.dataset, self.batch_size, self.keys = dataset, batch_size, keys
         self.num_workers, self.pin_memory = num_workers, pin_memory
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
@@ -135,7 +103,29 @@ class StreamingFaceSR:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                             drop_last=True, pin_memory=self.pin_memory)
         for batch in islice(loader, skip, None):
-            yield {k: batch[k] for k in TENSOR_KEYS}
+            yield {k: batch[k] for k in self.keys}
+
+
+class DrawnFeed:
+    """Endless batches drawn by a generator seeded with ``seed``.
+
+    ``draw(gen)`` makes the random draws of one batch (indices, augmentation
+    parameters) and ``make(drawn)`` the batch itself. Epoch 0 is the only epoch and never
+    ends: batch k is made from the k-th draw, and ``skip`` replays the draws only.
+    """
+
+    def __init__(self, draw: Callable[[torch.Generator], Any], make: Callable[[Any], Batch], *,
+                 batch_size: int, seed: int) -> None:
+        self.draw, self.make, self.batch_size, self.seed = draw, make, batch_size, seed
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        if epoch != 0:
+            raise ValueError(f"a drawn feed has one endless epoch 0, not epoch {epoch}")
+        gen = torch.Generator().manual_seed(self.seed)
+        for k in itertools.count():
+            drawn = self.draw(gen)
+            if k >= skip:
+                yield self.make(drawn)
 
 
 def preview_batch(data: Batches, n: int) -> Batch:
@@ -147,7 +137,7 @@ def preview_batch(data: Batches, n: int) -> Batch:
     parts, have = [], 0
     for batch in data.epoch(0):
         parts.append(batch)
-        have += len(batch["hr"])
+        have += len(next(iter(batch.values())))
         if have >= n:
             break
     return {k: torch.cat([p[k] for p in parts])[:n] for k in parts[0]}

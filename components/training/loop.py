@@ -1,35 +1,37 @@
-"""The training loop of the face-SR stages, in one file (in the spirit of nanoGPT).
+"""The one training loop of every network of the project, in one file (in the spirit of nanoGPT).
 
-A stage (``components/training/face_sr/``) hands the loop a :class:`Stage`: its
-networks, which of them train, their optimisers, a ``step(ctx, batch) -> losses``
-function that does the forward passes, backward passes and optimiser steps of one
-iteration (a GAN step is two optimisers and a lazy regulariser, an encoder step one),
-and a ``sample(networks, batch) -> columns`` function that draws the grid images. The
-loop owns everything else, the same for all five stages:
+A stage family (``components/training/face_sr/``, ...) hands the loop a :class:`Stage`,
+its recipe: the networks, which of them train, their optimisers (and optional LR
+schedulers, stepped after every step), a ``step(ctx, batch) -> losses`` function that
+does the forward passes, backward passes and optimiser steps of one iteration (a GAN
+step is two optimisers and a lazy regulariser, an encoder step one), a
+``sample(networks, batch) -> columns`` function that draws the grid images (images or
+video frames), which networks ``model.pt`` exports, and the family and JSON config
+those files record. The loop owns everything else, the same for every stage:
 
-* devices: CPU (``torch.set_num_threads``) or CUDA with autocast (bf16 where the GPU
-  has it, else fp16 with a loss scaler per optimiser); channels-last tensors on both;
-* several processes (``torchrun``): when ``WORLD_SIZE > 1`` :func:`setup_runtime`
-  joins the process group (gloo on CPU, NCCL on GPU) and the loop wraps the trained
-  networks in ``DistributedDataParallel``, which averages gradients across ranks. Each
-  rank feeds on its own share of the data; rank 0 alone logs, draws samples and writes
-  files; all ranks meet at a barrier at the end;
+* devices (:mod:`components.training.runtime`): CPU or CUDA with autocast (bf16 where
+  the GPU has it, else fp16 with a loss scaler per optimiser); channels-last tensors
+  when the runtime asks for them;
+* several processes (``torchrun``): the loop wraps the trained networks in
+  ``DistributedDataParallel``, which averages gradients across ranks. Each rank feeds
+  on its own share of the data; rank 0 alone logs, draws samples and writes files;
 * resuming: every ``checkpoint_every`` steps ``checkpoint.pt`` gets all the state
-  (networks, optimisers, scalers, the stage's extra tensors, step, data position and
-  each rank's RNG states). The data order is a pure function of (seed, epoch), so a run
-  killed at any point and restarted continues as if never stopped: same batches, same
-  random draws, bit-identical weights on CPU;
+  (networks, optimisers, schedulers, scalers, the stage's extra tensors, step, data
+  position and each rank's RNG states). The data order is a pure function of (seed,
+  epoch), so a run killed at any point and restarted continues as if never stopped:
+  same batches, same random draws, bit-identical weights on CPU;
 * outputs in the stage folder: ``metrics.tsv`` (window means every ``log_every``
   steps, also sent to MLflow), ``samples/step-NNNNNN.png`` every ``sample_every`` steps
   and ``samples/final.png``, ``model.pt`` (the exported networks) and ``summary.json``
   (wall time, samples/s, final losses).
+
+When to run, resume or skip a stage is :mod:`components.training.stage`'s business.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import resource
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,96 +44,37 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from components.errors import ConfigError
-from components.io import write_json_atomic
-from components.models.face_sr import ModelConfig
-from components.tracking import StageRun
-from components.models import checkpoint as ckpt_io
-from components.training.feeds import Batch, Batches, preview_batch
 from components.figures.grids import save_grid
+from components.io import write_json_atomic
+from components.models import checkpoint as ckpt_io
+from components.tracking import StageRun
+from components.training.feeds import Batch, Batches, preview_batch
 from components.training.metrics_table import MetricsTable
+from components.training.runtime import Runtime, gather_rng_states, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-# -- where the loop runs ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Runtime:
-    """Device, precision and process group of this process."""
-
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    amp_dtype: torch.dtype | None = None  # autocast dtype; None: full precision
-    channels_last: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_runtime(device: str = "auto", *, amp: bool = True, channels_last: bool = True,
-                  threads: int = 2) -> Runtime:
-    """Pick the device and join the process group when launched by ``torchrun``.
-
-    AMP applies on CUDA only (CPU bf16 is slower than float32 on most processors).
-    Channels-last (NHWC) applies on both: cuDNN's tensor-core kernels want it, and on
-    CPU oneDNN's NHWC convolutions made every small-preset step 15-22% cheaper.
-
-    CPU threads: the small networks run thousands of tiny parallel regions per step.
-    OpenMP's default is to spin while waiting for the other threads; on a machine shared
-    with other work (CI, a laptop) a spinning thread burns the time slice its partner
-    needs, and a 2-thread train_g step measured 2-17x slower than a 1-thread one on a
-    busy 2-core machine. The stage entry points therefore default ``OMP_WAIT_POLICY``
-    to ``PASSIVE`` (it must be set before torch loads), which kept 2 threads within ~25%
-    of 1 thread there while still using both cores when they are free.
-    """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("params.yaml: face_sr.device is 'cuda' but torch sees no CUDA device")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        torch.set_num_threads(threads)
-        dev = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    amp_dtype = None
-    if amp and device == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Runtime(dev, rank, world_size, amp_dtype, channels_last)
-
-
-def teardown_runtime(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 # -- what a stage gives the loop ---------------------------------------------------------------
 
 @dataclass
 class Stage:
-    """One training stage; see the module docstring.
+    """One training stage's recipe; see the module docstring.
 
-    ``networks`` is everything checkpointed (trained, frozen, EMA). ``views`` optionally
-    replaces a network by the module ``step`` calls instead (e.g. a generator whose
-    forward also returns its ws): DDP wraps the view, which shares the network's
-    parameters. ``export`` maps names in ``model.pt`` to networks. ``state`` holds extra
-    tensors the step updates in place (checkpointed). ``metrics`` are the loss names,
-    the columns of ``metrics.tsv``.
+    ``name`` is the stage (the checkpoint header's ``stage``), ``family`` and ``config``
+    what its files record (:mod:`components.models.checkpoint`: the family's builder
+    rebuilds the exported networks from that config). ``networks`` is everything
+    checkpointed (trained, frozen, EMA). ``views`` optionally replaces a network by the
+    module ``step`` calls instead (e.g. a generator whose forward also returns its ws):
+    DDP wraps the view, which shares the network's parameters. ``schedulers`` (by
+    optimiser name) are stepped after every step. ``export`` maps names in ``model.pt``
+    to networks. ``state`` holds extra tensors the step updates in place
+    (checkpointed). ``metrics`` are the loss names, the columns of ``metrics.tsv``.
     """
 
     name: str
+    family: str
+    config: dict[str, Any]
     networks: dict[str, nn.Module]
     trained: tuple[str, ...]
     optimizers: dict[str, torch.optim.Optimizer]
@@ -140,18 +83,20 @@ class Stage:
     export: dict[str, str]
     metrics: tuple[str, ...]
     views: dict[str, nn.Module] = field(default_factory=dict)
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = field(default_factory=dict)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     n_preview: int = 8
 
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """How long and how often: steps, the cadences of logs, samples and checkpoints."""
+
     steps: int
     log_every: int
     sample_every: int
     checkpoint_every: int
-    seed: int
-    model_config: ModelConfig
+    seed: int  # of the global RNGs (per rank): dropout, noise the step draws
     fingerprint: str  # identity of settings and inputs: a checkpoint of other ones is not resumed
 
 
@@ -227,6 +172,8 @@ def train(stage: Stage, data: Batches, cfg: LoopConfig, out_dir: Path, runtime: 
         t0 = time.perf_counter()
         epoch, consumed, batch = next(batches)
         losses = stage.step(ctx, to_device(batch, runtime))
+        for scheduler in stage.schedulers.values():
+            scheduler.step()
         for key, value in losses.items():
             window.setdefault(key, []).append(value.detach().float())
         train_seconds += time.perf_counter() - t0
@@ -251,7 +198,8 @@ def train(stage: Stage, data: Batches, cfg: LoopConfig, out_dir: Path, runtime: 
     if runtime.is_main:
         draw(stage, preview, out_dir / "samples" / "final.png", tracker)
         exported = {name: stage.networks[net] for name, net in stage.export.items()}
-        ckpt_io.save_model(out_dir / "model.pt", stage.name, cfg.model_config, exported, cfg.steps)
+        ckpt_io.save_model(out_dir / "model.pt", family=stage.family, stage=stage.name, config=stage.config,
+                           networks=exported, step=cfg.steps)
         steps_run = cfg.steps - start_step
         summary = {
             "stage": stage.name, "steps": cfg.steps, "resumed_from": start_step,
@@ -306,7 +254,8 @@ def reduce_means(window: Mapping[str, list[torch.Tensor]], runtime: Runtime) -> 
 
 
 def draw(stage: Stage, preview: Batch | None, path: Path, tracker: StageRun | None) -> None:
-    """Sample grid of the preview batch with the networks in eval mode (then restored)."""
+    """Sample grid of the preview batch with the networks in eval mode (then restored);
+    columns of images or video frames (:mod:`components.figures.grids`)."""
     modes = {name: net.training for name, net in stage.networks.items()}
     for net in stage.networks.values():
         net.eval()
@@ -316,45 +265,23 @@ def draw(stage: Stage, preview: Batch | None, path: Path, tracker: StageRun | No
     finally:
         for name, net in stage.networks.items():
             net.train(modes[name])
-    size = max(images.shape[-1] for _, images in columns if images.shape[1] == 3)  # faces, not spectrograms
-    save_grid(path, columns, size)
+    save_grid(path, columns)
     if tracker is not None:
         tracker.log_artifact(path, "samples")
 
 
-# -- state: seeding, checkpoint, resume ------------------------------------------------------------
-
-def seed_everything(seed: int, rank: int) -> None:
-    """Seed torch, numpy and python RNGs; ranks differ so they draw different noise."""
-    import random
-
-    import numpy as np
-
-    value = seed * 1000 + rank
-    torch.manual_seed(value)
-    np.random.seed(value)
-    random.seed(value)
-
-
-def gather_rng(runtime: Runtime) -> list[dict[str, Any]]:
-    """The RNG states of every rank (a collective: all ranks call it at the same step)."""
-    state = ckpt_io.rng_state()
-    if not runtime.distributed:
-        return [state]
-    states: list[Any] = [None] * runtime.world_size
-    dist.all_gather_object(states, state)
-    return states
-
+# -- state: checkpoint, resume ---------------------------------------------------------------------
 
 def save_state(stage: Stage, scalers: Mapping[str, torch.amp.GradScaler], cfg: LoopConfig, runtime: Runtime,
                path: Path, step: int, epoch: int, consumed: int, *, final: bool) -> None:
-    rngs = gather_rng(runtime)
+    rngs = gather_rng_states(runtime)
     if not runtime.is_main:
         return
-    ckpt_io.save(path, "checkpoint", stage.name, cfg.model_config, {
+    ckpt_io.save(path, "checkpoint", family=stage.family, stage=stage.name, config=stage.config, body={
         "fingerprint": cfg.fingerprint, "step": step, "epoch": epoch, "consumed": consumed, "final": final,
         "networks": {name: net.state_dict() for name, net in stage.networks.items()},
         "optimizers": {name: opt.state_dict() for name, opt in stage.optimizers.items()},
+        "schedulers": {name: sched.state_dict() for name, sched in stage.schedulers.items()},
         "scalers": {name: scaler.state_dict() for name, scaler in scalers.items()},
         "state": {name: value.detach().cpu() for name, value in stage.state.items()},
         "rng": rngs,
@@ -368,6 +295,8 @@ def load_state(stage: Stage, scalers: Mapping[str, torch.amp.GradScaler], ckpt: 
         net.load_state_dict(ckpt["networks"][name])
     for name, opt in stage.optimizers.items():
         opt.load_state_dict(ckpt["optimizers"][name])
+    for name, sched in stage.schedulers.items():
+        sched.load_state_dict(ckpt["schedulers"][name])
     for name, scaler in scalers.items():
         if ckpt["scalers"].get(name):
             scaler.load_state_dict(ckpt["scalers"][name])
@@ -375,7 +304,7 @@ def load_state(stage: Stage, scalers: Mapping[str, torch.amp.GradScaler], ckpt: 
         value.copy_(ckpt["state"][name])
     rngs = ckpt["rng"]
     if len(rngs) == runtime.world_size:
-        ckpt_io.set_rng_state(rngs[runtime.rank])
+        set_rng_state(rngs[runtime.rank])
     else:  # another number of processes: the data order changes anyway, reseed by step
         log.warning("checkpoint written by %d processes, resuming with %d: random draws restart",
                     len(rngs), runtime.world_size)

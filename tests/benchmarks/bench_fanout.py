@@ -2,7 +2,7 @@
 
 The ``faces`` stage (decode, detect, track, crop, encode: CPU-bound, one clip per item)
 on a synthetic corpus the benchmark renders with :mod:`components.data.synth`, run
-through every executor :func:`components.orchestration.runner.fanout` can choose:
+through every executor :func:`components.orchestration.executors.fanout` can choose:
 
 * 1 worker (items in the stage process: the baseline) against 2 worker processes
   (goal: close to 2x on 2 cores),

@@ -32,8 +32,10 @@ from components.config import load_params, parse_params
 from components.data.dataset import ShardDataset
 from components.data.shards import write_shards
 from components.models.face_sr import ModelConfig, build_models, get_preset
-from components.training import face_sr, loop
 from components.models.perceptual import PerceptualLoss
+from components.training import loop
+from components.training.face_sr import plan, recipes
+from components.training.runtime import Runtime, setup_runtime
 from tests._fixtures import make_upstream
 from tests.conftest import ROOT
 
@@ -42,24 +44,21 @@ pytestmark = pytest.mark.benchmark
 NEEDS = {"train_eh": ("G",), "train_el": ("Eh", "G"), "train_ea": ("Eh", "G"), "train_fusion": ("Eh", "G", "El", "Ea")}
 
 
-def build(name: str, cfg: ModelConfig, runtime: loop.Runtime) -> loop.Stage:
+def build(name: str, cfg: ModelConfig, runtime: Runtime) -> loop.Stage:
     """The stage with randomly initialised upstream networks (speed does not depend on them)."""
     p = getattr(load_params(ROOT / "params.yaml"), name)
-    if name == "train_g":
-        stage = face_sr.build_train_g(p, cfg, 0, runtime.device)
-    else:
-        up = build_models(cfg, 1, NEEDS[name])
-        for net in up.values():
-            net.eval().requires_grad_(False)
-        perceptual = PerceptualLoss().to(runtime.device) if getattr(p, "w_perc", 0) > 0 else None
-        stage = face_sr.BUILDERS[name](p, cfg, 0, runtime.device, up, perceptual)
+    up = build_models(cfg, 1, NEEDS.get(name, ()))
+    for net in up.values():
+        net.eval().requires_grad_(False)
+    perceptual = PerceptualLoss().to(runtime.device) if getattr(p, "w_perc", 0) > 0 else None
+    stage = recipes.BUILDERS[name](p, cfg, 0, runtime.device, up, perceptual)
     if runtime.channels_last:
         for net in stage.networks.values():
             net.to(memory_format=torch.channels_last)
     return stage
 
 
-def throughput(name: str, cfg: ModelConfig, runtime: loop.Runtime, batch_size: int, steps: int) -> dict[str, float]:
+def throughput(name: str, cfg: ModelConfig, runtime: Runtime, batch_size: int, steps: int) -> dict[str, float]:
     stage = build(name, cfg, runtime)
     for net_name, net in stage.networks.items():
         net.train(net_name in stage.trained)
@@ -115,17 +114,17 @@ def decode_rate(shards: Path, samples: int = 64) -> float:
 def measure_all(device: str, threads: int, steps: int, shards: str) -> dict[str, dict[str, float]]:
     """The decode baseline and every stage's throughput, in this process."""
     params = load_params(ROOT / "params.yaml")
-    runtime = loop.setup_runtime(device, threads=threads)
+    runtime = setup_runtime(device, threads=threads)
     cfg = get_preset("small" if device == "cpu" else "paper")
     out = {"decode": {"samples_per_s": decode_rate(Path(shards))}}
-    out |= {name: throughput(name, cfg, runtime, getattr(params, name).batch_size, steps) for name in face_sr.STAGES}
+    out |= {name: throughput(name, cfg, runtime, getattr(params, name).batch_size, steps) for name in plan.STAGES}
     out["process"] = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return out
 
 
 def measure_in_subprocess(device: str, threads: int, steps: int, shards: Path) -> dict[str, dict[str, float]]:
     """As the stages run: a fresh process with OMP_WAIT_POLICY=PASSIVE set before torch
-    loads (pipelines/train_*.py do the same)."""
+    loads (pipelines/face_sr/train.py does the same)."""
     code = ("import json; from tests.benchmarks.bench_training import measure_all; "
             f"print(json.dumps(measure_all({device!r}, {threads}, {steps}, {str(shards)!r})))")
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": str(ROOT)}
@@ -144,7 +143,7 @@ def test_training_throughput_per_stage(device: str, tmp_path: Path):
         print(f"\ncpu, small preset (64 px), batch sizes of params.yaml, samples/s at 1 and 2 threads; baseline: "
               f"streaming decode {runs[1]['decode']['samples_per_s']:.1f} / {decode:.1f} samples/s")
         print(f"{'stage':14s} {'batch':>5s} {'1 thread':>9s} {'2 threads':>10s} {'2 vs 1':>7s} {'2t / decode':>12s}")
-        for name in face_sr.STAGES:
+        for name in plan.STAGES:
             one, two = runs[1][name], runs[2][name]
             print(f"{name:14s} {int(two['batch']):5d} {one['samples_per_s']:9.1f} {two['samples_per_s']:10.1f} "
                   f"{two['samples_per_s'] / one['samples_per_s']:7.2f} {two['samples_per_s'] / decode:12.2f}")
@@ -157,7 +156,7 @@ def test_training_throughput_per_stage(device: str, tmp_path: Path):
         print(f"\ncuda, paper preset (128 px), bf16 autocast, channels-last; baseline: streaming decode "
               f"{decode:.1f} samples/s")
         print(f"{'stage':14s} {'batch':>5s} {'ms/step':>9s} {'samples/s':>10s} {'/ decode':>9s} {'peak MB':>8s}")
-        for name in face_sr.STAGES:
+        for name in plan.STAGES:
             r = run[name]
             print(f"{name:14s} {int(r['batch']):5d} {r['ms_per_step']:9.1f} {r['samples_per_s']:10.1f} "
                   f"{r['samples_per_s'] / decode:9.2f} {r['peak_mb']:8.0f}")

@@ -24,12 +24,12 @@ from components.audio.vad import (
     SileroVAD,
     check_vad_config,
     detection_metrics,
+    make_vad,
     read_rttm,
     shift_segments,
     speech_seconds,
-    vad_for,
 )
-from components.config import AudioParams
+from components.config import default_params
 from components.data.audio import clip_config, run_stage
 from components.data.synth.attributes import sample_speaker
 from components.data.synth.voice import Speech, Voice, synthesize_speech
@@ -256,15 +256,15 @@ def test_pyannote_vad_on_a_from_scratch_checkpoint(tmp_path):
     except ConfigError as exc:
         pytest.skip(str(exc))
     audio = speech(0, 1, 3.0).audio
-    always = AudioParams(vad="pyannote", pyannote_checkpoint=str(_pyannote_checkpoint(tmp_path / "on.ckpt", 8.0)))
-    check_vad_config(always)
-    assert speech_seconds(vad_for(always)(audio, SR)) == pytest.approx(3.0, abs=0.1)
-    never = AudioParams(vad="pyannote", pyannote_checkpoint=str(_pyannote_checkpoint(tmp_path / "off.ckpt", -8.0)))
-    assert vad_for(never)(audio, SR) == []
+    always = str(_pyannote_checkpoint(tmp_path / "on.ckpt", 8.0))
+    check_vad_config("pyannote", always, 0.5)
+    assert speech_seconds(make_vad("pyannote", always, 0.5)(audio, SR)) == pytest.approx(3.0, abs=0.1)
+    never = str(_pyannote_checkpoint(tmp_path / "off.ckpt", -8.0))
+    assert make_vad("pyannote", never, 0.5)(audio, SR) == []
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="junk.ckpt is not a loadable pyannote model"):
-        check_vad_config(AudioParams(vad="pyannote", pyannote_checkpoint=str(junk)))
+        check_vad_config("pyannote", str(junk), 0.5)
 
 
 # ---------------------------------------------------------------------------- sync
@@ -283,7 +283,7 @@ def test_offset_estimate_recovers_known_shifts(clip):
         found[k] = (est.offset_frames, round(est.confidence, 2))
     print(f"\nclip {clip}: applied shift -> (estimate, confidence) {found}")
     assert all(abs(est - k) <= 1 for k, (est, _) in found.items())
-    assert min(conf for _, conf in found.values()) > AudioParams().min_sync_confidence
+    assert min(conf for _, conf in found.values()) > default_params().audio.min_sync_confidence
 
 
 def test_a_still_mouth_gives_no_confident_offset():
@@ -539,7 +539,7 @@ def test_real_voice_over_is_rejected_at_the_default_threshold(real_data):
     records = [{"key": f"{n}/v/{p}", "speaker_id": n, "voice_embedding": embeddings[n, p]}
                for n in names for p in (0, 1)]
     records.append({"key": f"{names[0]}/dub/0", "speaker_id": names[0], "voice_embedding": embeddings[names[1], 0]})
-    kept, rejected = speaker_consistency(records, AudioParams().speaker_threshold)
+    kept, rejected = speaker_consistency(records, default_params().audio.speaker_threshold)
     print("\nreal voices, cosine to the speaker's other clips: "
           + ", ".join(f"{r['key']}={r['speaker_cos']}" for r in kept + rejected))
     assert [r["key"] for r in rejected] == [f"{names[0]}/dub/0"]

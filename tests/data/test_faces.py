@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from components.config import Params
-from components.data.faces import extract_faces, run_stage
+from components.data.faces import extract_faces, quality_rules, run_stage
 from components.errors import Rejected
 from components.faces.crop import crop_face, crop_geometry, eye_angle
 from components.faces.detect import Detections, FaceDetector
@@ -202,14 +202,14 @@ def _linker(frames: int, *per_frame: Callable[[int], Observation | None]) -> Tra
 
 
 def test_quality_rules(params: Params) -> None:
-    faces = params.faces
+    rules = quality_rules(params.faces)
     face = _obs([100, 100, 200, 220])
-    main, stats = main_track(_linker(10, lambda k: face), faces)
+    main, stats = main_track(_linker(10, lambda k: face), **rules)
     assert stats.lost_fraction == 0 and stats.face_px == pytest.approx(np.sqrt(100 * 120))
 
     def rejected(linker: TrackLinker) -> str:
         with pytest.raises(Rejected) as caught:
-            main_track(linker, faces)
+            main_track(linker, **rules)
         return caught.value.reason
 
     assert rejected(_linker(10, lambda k: None)) == "no_face"
@@ -217,11 +217,11 @@ def test_quality_rules(params: Params) -> None:
     assert rejected(_linker(10, lambda k: face if k < 7 else None)) == "track_lost"
     twin = _obs([300, 100, 390, 210])  # 82 % of the main face's area, elsewhere
     assert rejected(_linker(10, lambda k: face, lambda k: twin if k < 5 else None)) == "multiple_faces"
-    main_track(_linker(10, lambda k: face, lambda k: twin if k < 2 else None), faces)  # briefly: kept
+    main_track(_linker(10, lambda k: face, lambda k: twin if k < 2 else None), **rules)  # briefly: kept
     duplicate = _obs([110, 105, 205, 215])  # overlaps the main face: the same face, not a rival
-    main_track(_linker(10, lambda k: face, lambda k: duplicate), faces)
+    main_track(_linker(10, lambda k: face, lambda k: duplicate), **rules)
     turned = Observation(face.box, face.landmarks + [[0, 0], [0, 0], [30, 0], [0, 0], [0, 0]], 0.9)
-    assert yaw_proxy(turned.landmarks) > faces.max_yaw
+    assert yaw_proxy(turned.landmarks) > params.faces.max_yaw
     assert rejected(_linker(10, lambda k: turned if k % 2 else face)) == "extreme_pose"
 
 

@@ -16,8 +16,10 @@ import yaml
 
 from components.config import Params, parse_params, set_dotted
 from components.data import shards
-from components.data.shards import assign_splits, split_group, summarize, write_shards
-from components.errors import EarshotError
+from components.data.shards import assign_splits, encode, split_group, summarize, write_shards
+from components.errors import EarshotError, Rejected
+from components.io import sha256_file
+from components.orchestration.runner import Outcome
 from tests._fixtures import Upstream, decode_jpeg, make_upstream, stamp_frame, upstream_from_videos
 
 CORRUPT = "spk1/vid0/00001"
@@ -30,7 +32,7 @@ def shard_params(data_dir: Path, **overrides: object) -> Params:
     tree: dict = {}
     for key, value in {**base, **overrides}.items():
         set_dotted(tree, key, value)
-    return parse_params(tree)  # defaults + these: independent of the project's params.yaml
+    return parse_params(tree)  # the project's params.yaml with these changes
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Upstream:
 
 
 @pytest.fixture(scope="module")
-def built(upstream: Upstream) -> tuple[Path, shards.Outcome]:
+def built(upstream: Upstream) -> tuple[Path, Outcome]:
     """The shards of the fixture, written once with two encoding processes."""
     out = upstream.data_dir / "shards"
     outcome = write_shards(shard_params(upstream.data_dir, **{"common.workers": 2}), upstream.raw,
@@ -135,7 +137,7 @@ def test_missing_or_incomplete_upstream_is_a_clear_error(upstream: Upstream, tmp
 # ------------------------------------------------------------------ written shards
 
 
-def test_layout_index_and_counts(upstream: Upstream, built: tuple[Path, shards.Outcome]):
+def test_layout_index_and_counts(upstream: Upstream, built: tuple[Path, Outcome]):
     out, outcome = built
     index = json.loads((out / "index.json").read_text())
     assert index["schema_version"] == shards.SCHEMA_VERSION
@@ -154,7 +156,7 @@ def test_layout_index_and_counts(upstream: Upstream, built: tuple[Path, shards.O
             path = out / entry["path"]
             assert path.parent.name == split and path.name.startswith("shard-")
             assert entry["bytes"] == path.stat().st_size
-            assert entry["sha256"] == shards.sha256_file(path)
+            assert entry["sha256"] == sha256_file(path)
             assert entry["rows"] == pq.ParquetFile(path).metadata.num_rows <= 4
     # no speaker of test_unseen appears in another split (open set)
     unseen = set(rows.loc[rows["split"] == "test_unseen", "speaker_id"]) - {"unknown"}
@@ -162,7 +164,7 @@ def test_layout_index_and_counts(upstream: Upstream, built: tuple[Path, shards.O
     assert not list(out.rglob(".tmp-*"))
 
 
-def test_schema_and_storage(built: tuple[Path, shards.Outcome]):
+def test_schema_and_storage(built: tuple[Path, Outcome]):
     out, _ = built
     path = out / json.loads((out / "index.json").read_text())["splits"]["train"]["shards"][0]["path"]
     pf = pq.ParquetFile(path)
@@ -187,7 +189,7 @@ def test_schema_and_storage(built: tuple[Path, shards.Outcome]):
                 assert col.compression == "ZSTD", col.path_in_schema
 
 
-def test_rows_hold_the_upstream_media(upstream: Upstream, built: tuple[Path, shards.Outcome]):
+def test_rows_hold_the_upstream_media(upstream: Upstream, built: tuple[Path, Outcome]):
     out, _ = built
     rows = all_rows(out)
     faces = pd.read_parquet(upstream.faces / "index.parquet").set_index("key")
@@ -215,7 +217,7 @@ def test_rows_hold_the_upstream_media(upstream: Upstream, built: tuple[Path, sha
             assert list(row.attr_skin_rgb) == list(spk["skin_rgb"])
 
 
-def test_undecodable_crop_is_quarantined(built: tuple[Path, shards.Outcome]):
+def test_undecodable_crop_is_quarantined(built: tuple[Path, Outcome]):
     out, outcome = built
     assert [(q["key"], q["reason"]) for q in outcome.quarantine] == [(CORRUPT, "corrupt")]
     assert "Invalid data" in outcome.quarantine[0]["detail"]
@@ -233,7 +235,7 @@ def test_encode_clip_rejects_inputs_that_do_not_match_the_index(upstream: Upstre
     clip = {"crop_path": f"{key}.mp4", "track_path": f"{key}.npz", "wav_path": f"{key}.wav", "n_frames": n, "fps": 25}
 
     def reason(**changes: object) -> tuple[str, str]:
-        with pytest.raises(shards.Rejected) as exc:
+        with pytest.raises(Rejected) as exc:
             shards.encode_clip({**clip, **changes}, faces_dir=str(faces), audio_dir=str(audio), jpeg_quality=90,
                                sample_rate=16000)
         return exc.value.reason, exc.value.detail
@@ -251,7 +253,7 @@ def test_encode_clip_rejects_inputs_that_do_not_match_the_index(upstream: Upstre
     assert "landmarks" in reason()[1]
 
 
-def test_rerun_reuses_shards_and_rebuild_is_byte_identical(upstream: Upstream, built: tuple[Path, shards.Outcome],
+def test_rerun_reuses_shards_and_rebuild_is_byte_identical(upstream: Upstream, built: tuple[Path, Outcome],
                                                           tmp_path: Path):
     out, first = built
     index = json.loads((out / "index.json").read_text())
@@ -293,7 +295,7 @@ def test_killed_run_leaves_no_partial_shard_and_resumes(upstream: Upstream, tmp_
             raise KeyboardInterrupt  # what SIGINT does mid-shard
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(shards, "encode_clip", dies_on_sixth)
+    monkeypatch.setattr(encode, "encode_clip", dies_on_sixth)
     with pytest.raises(KeyboardInterrupt):
         write_shards(params, upstream.raw, upstream.faces, upstream.audio, out, progress=False)
     written = sorted(out.glob("*/shard-*.parquet"))
@@ -302,7 +304,7 @@ def test_killed_run_leaves_no_partial_shard_and_resumes(upstream: Upstream, tmp_
     assert entry["rows"] == pq.ParquetFile(written[0]).metadata.num_rows  # the one complete shard
     assert entry["rows"] + len(entry["rejected"]) == 4
 
-    monkeypatch.setattr(shards, "encode_clip", real)
+    monkeypatch.setattr(encode, "encode_clip", real)
     outcome = write_shards(params, upstream.raw, upstream.faces, upstream.audio, out, progress=False)
     assert outcome.skipped == 4
     reference = tmp_path / "reference"
@@ -314,7 +316,7 @@ def test_killed_run_leaves_no_partial_shard_and_resumes(upstream: Upstream, tmp_
 # ------------------------------------------------------------------ inspection and stage
 
 
-def test_summarize_counts_coverage_and_verifies(upstream: Upstream, built: tuple[Path, shards.Outcome],
+def test_summarize_counts_coverage_and_verifies(upstream: Upstream, built: tuple[Path, Outcome],
                                                tmp_path: Path):
     out, _ = built
     summary = summarize(out)

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from components.config import SynthParams
+from components.config import default_params
 from components.data.synth import (
     PHONEMES,
     Voice,
@@ -38,7 +38,9 @@ from components.data.synth.phonemes import speech_segments
 from components.data.synth.preview import contact_sheet
 from components.media.write import write_video, write_wav
 
-TINY = SynthParams(n_speakers=12, videos_per_speaker=1, clips_per_video=2, clip_seconds=2.5, clip_seconds_jitter=0.2)
+TINY = default_params({"download.synth.n_speakers": 12, "download.synth.videos_per_speaker": 1,
+                       "download.synth.clips_per_video": 2, "download.synth.clip_seconds": 2.5,
+                       "download.synth.clip_seconds_jitter": 0.2}).download.synth
 FPS, SR = 25, 16000
 
 SPEAKER_COLUMNS = {

@@ -1,4 +1,5 @@
-"""The ablation comparison (components/evaluation/compare.py, `earshot compare`, the notebook).
+"""The ablation comparison (components/evaluation/compare.py on components/tracking/reads.py,
+`earshot compare`, the notebook).
 
 One small tracking database is made per module, laid out as the ablation flow records a
 sweep (the MLflow conventions of docs/orchestration.md): parent runs tagged ``kind=sweep``
@@ -20,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from components.evaluation import compare as C
-from components.tracking import artifact_location
+from components.tracking import TrackingError, artifact_location, load_sweep, numeric_values, variant_images
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_000_000  # ms; explicit start times make "latest" deterministic
@@ -117,7 +118,7 @@ def _keep_mlflow_uri():
 
 
 def test_table_rows_columns_and_deltas(tracking):
-    sweep = C.load_sweep(tracking["uri"], "audio_length")
+    sweep = load_sweep(tracking["uri"], "audio_length")
     assert sweep.parent_id == tracking["parent"], "the latest parent run of the sweep"
     assert list(sweep.runs.index) == ["4s", "1s", "2s"], "baseline first, then numeric order"
     assert sweep.runs.loc["2s", "run_id"] == tracking["2s"], "a rerun variant: its latest run counts"
@@ -142,10 +143,10 @@ def test_metric_selection():
     assert C.select_metrics(available, ["fused.psnr"]) == ["seen.fused.psnr", "unseen.fused.psnr"]
     assert C.select_metrics(available, ["unseen.*", "seen.fused.ssim", "no.such.metric"]) == [
         "unseen.fused.psnr", "unseen.mismatched.follows_audio", "seen.fused.ssim"]
-    assert C.numeric_values(["1s", "2s", "4s"]) == {"1s": 1.0, "2s": 2.0, "4s": 4.0}
-    assert C.numeric_values(["8x8", "16x16"]) == {"8x8": 8.0, "16x16": 16.0}
-    assert C.numeric_values(["audio_on", "audio_off"]) is None
-    assert C.numeric_values(["1s", "8x8"]) is None, "mixed units are not one axis"
+    assert numeric_values(["1s", "2s", "4s"]) == {"1s": 1.0, "2s": 2.0, "4s": 4.0}
+    assert numeric_values(["8x8", "16x16"]) == {"8x8": 8.0, "16x16": 16.0}
+    assert numeric_values(["audio_on", "audio_off"]) is None
+    assert numeric_values(["1s", "8x8"]) is None, "mixed units are not one axis"
     assert C.verdict("seen.fused.stlpips", -0.1) == "better" and C.verdict("seen.fused.psnr", -0.1) == "worse"
     assert C.verdict("seen.fused.psnr", 0.0) == "same" and C.verdict("seen.x.unknown", 1.0) is None
 
@@ -197,37 +198,37 @@ def test_bar_plot_for_named_variants_and_line_plot_for_numeric():
 
 
 def test_sweep_selection_and_errors(tracking, tmp_path):
-    assert C.load_sweep(tracking["uri"]).name == "audio_length", "no name: the most recent sweep"
-    old = C.load_sweep(tracking["uri"], parent_id=tracking["old"])
+    assert load_sweep(tracking["uri"]).name == "audio_length", "no name: the most recent sweep"
+    old = load_sweep(tracking["uri"], parent_id=tracking["old"])
     assert list(old.runs.index) == ["4s"] and old.runs.loc["4s", "metrics.seen.fused.psnr"] == 0.0
-    with pytest.raises(C.CompareError, match=r"no parent run of a sweep 'nope' in sqlite:.*sweeps recorded: "
-                                             r"audio_length, fusion"):
-        C.load_sweep(tracking["uri"], "nope")
-    with pytest.raises(C.CompareError, match=f"sweep 'fusion': its parent run {tracking['fusion']} .* no variant runs"):
-        C.load_sweep(tracking["uri"], "fusion")
-    with pytest.raises(C.CompareError, match=f"run {tracking['1s']} is not a sweep's parent run"):
-        C.load_sweep(tracking["uri"], parent_id=tracking["1s"])
-    with pytest.raises(C.CompareError, match="is the parent of sweep 'audio_length', not 'fusion'"):
-        C.load_sweep(tracking["uri"], "fusion", parent_id=tracking["parent"])
-    with pytest.raises(C.CompareError, match="no MLflow experiment 'other'"):
-        C.load_sweep(tracking["uri"], experiment="other")
+    with pytest.raises(TrackingError, match=r"no parent run of a sweep 'nope' in sqlite:.*sweeps recorded: "
+                                            r"audio_length, fusion"):
+        load_sweep(tracking["uri"], "nope")
+    with pytest.raises(TrackingError, match=f"sweep 'fusion': its parent run {tracking['fusion']} .* no variant runs"):
+        load_sweep(tracking["uri"], "fusion")
+    with pytest.raises(TrackingError, match=f"run {tracking['1s']} is not a sweep's parent run"):
+        load_sweep(tracking["uri"], parent_id=tracking["1s"])
+    with pytest.raises(TrackingError, match="is the parent of sweep 'audio_length', not 'fusion'"):
+        load_sweep(tracking["uri"], "fusion", parent_id=tracking["parent"])
+    with pytest.raises(TrackingError, match="no MLflow experiment 'other'"):
+        load_sweep(tracking["uri"], experiment="other")
     missing = tmp_path / "none" / "mlflow.db"
-    with pytest.raises(C.CompareError, match=re.escape(f"no MLflow tracking database at {missing} "
-                                                       f"(tracking URI sqlite:///{missing})")):
-        C.load_sweep(f"sqlite:///{missing}")
+    with pytest.raises(TrackingError, match=re.escape(f"no MLflow tracking database at {missing} "
+                                                      f"(tracking URI sqlite:///{missing})")):
+        load_sweep(f"sqlite:///{missing}")
     assert not missing.parent.exists(), "a missing DB is reported, not created"
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(C.CompareError, match=f"the MLflow tracking server http://127.0.0.1:{port} does not answer"):
-        C.load_sweep(f"http://127.0.0.1:{port}")
-    sweep = C.load_sweep(tracking["uri"], "audio_length")
+    with pytest.raises(TrackingError, match=f"the MLflow tracking server http://127.0.0.1:{port} does not answer"):
+        load_sweep(f"http://127.0.0.1:{port}")
+    sweep = load_sweep(tracking["uri"], "audio_length")
     with pytest.raises(C.CompareError, match="none of the metrics .*no.such"):
         C.comparison_table(sweep.runs, sweep.baseline, ["no.such.metric"])
 
 
 def test_variant_images(tracking, tmp_path):
-    images = C.variant_images(C.load_sweep(tracking["uri"], "audio_length"), tmp_path)
+    images = variant_images(load_sweep(tracking["uri"], "audio_length"), tmp_path)
     assert list(images) == ["1s"], "only 1s has a sample grid (on its evaluate stage run)"
     assert images["1s"][0].name == "grid_seen.png" and images["1s"][0].is_file()
 
@@ -256,7 +257,7 @@ def test_cli_colors_deltas_by_direction(tracking):
 
     from pipelines.cli_compare import split_table
 
-    sweep = C.load_sweep(tracking["uri"], "audio_length")
+    sweep = load_sweep(tracking["uri"], "audio_length")
     table = C.comparison_table(sweep.runs, sweep.baseline, ["seen.fused.psnr", "seen.fused.age_err"])
     console = Console(record=True, width=150, color_system="truecolor", force_terminal=True)
     console.print(split_table(sweep, table, "seen"))

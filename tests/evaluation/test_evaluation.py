@@ -1,4 +1,4 @@
-"""Face-SR evaluation: metrics, the evaluator network, the evaluators and evaluate stages."""
+"""Face-SR evaluation: metrics, the judge network, the evaluators and evaluate stages."""
 
 from __future__ import annotations
 
@@ -14,23 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from components.config import EvaluateParams, EvaluatorsParams, Params
+from components.config import Params, default_params
 from components.data.shards import write_shards
 from components.errors import EarshotError
 from components.evaluation import metrics as M
-from components.evaluation.judge import (
-    FaceEvaluator,
-    FaceJudge,
-    OnnxFaceEmbedder,
-    augment,
-    face_mask,
-    identity_of,
-    load_evaluator,
-    save_evaluator,
-)
+from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, identity_of, load_judge
 from components.evaluation.face_sr import METHODS, METRICS, Scorers, evaluate, mismatch_partners, pick_voices
 from components.inference.face_sr import load_face_sr
+from components.models.checkpoint import CheckpointError, save_model
+from components.models.face_sr.judge import FAMILY, NETWORK, STAGE, FaceEvaluator, face_mask, judge_config
 from components.models.perceptual import PerceptualLoss
+from components.training.face_sr.judge import augment
 from tests._fixtures import make_upstream
 from tests.conftest import tiny_params
 from tests.inference.test_face_sr_cli import save_tiny_model
@@ -191,18 +185,19 @@ def test_the_judge_sees_the_face_not_the_background():
     assert not torch.equal(model(x)["embedding"], model(other)["embedding"])
 
 
-def test_evaluator_round_trips_and_refuses_other_files(tmp_path: Path):
+def test_the_judge_round_trips_and_refuses_other_files(tmp_path: Path):
     model = FaceEvaluator(32, 3, width=8, embedding_dim=16, age_mean=40, age_std=10).eval()
-    save_evaluator(tmp_path / "e.pt", model, ["a", "b", "c"])
-    loaded, speakers = load_evaluator(tmp_path / "e.pt")
+    save_model(tmp_path / "e.pt", family=FAMILY, stage=STAGE, config=judge_config(model, ["a", "b", "c"]),
+               networks={NETWORK: model}, step=1)
+    judge = load_judge(tmp_path / "e.pt")
     x = images(2)
-    assert speakers == ["a", "b", "c"]
-    assert all(torch.equal(v, loaded(x)[k]) for k, v in model(x).items())
-    with pytest.raises(EarshotError, match=r"missing.pt: evaluator not found: run `dvc repro evaluators`"):
-        load_evaluator(tmp_path / "missing.pt")
-    torch.save({"format": "earshot.face_sr"}, tmp_path / "other.pt")
-    with pytest.raises(EarshotError, match="other.pt: not an evaluator checkpoint"):
-        load_evaluator(tmp_path / "other.pt")
+    assert judge.speakers == ["a", "b", "c"] and judge.resolution == 32
+    assert all(torch.equal(v, judge.evaluator(x)[k]) for k, v in model(x).items())
+    with pytest.raises(CheckpointError, match=r"missing.pt: no such checkpoint.*`dvc repro evaluators`"):
+        load_judge(tmp_path / "missing.pt")
+    save_tiny_model(tmp_path / "models")
+    with pytest.raises(CheckpointError, match=r"model.pt: a 'face_sr' checkpoint, expected 'face_judge'"):
+        load_judge(tmp_path / "models" / "train_fusion" / "model.pt")
 
 
 def tiny_embedder(dim: int = 8) -> torch.nn.Module:
@@ -249,29 +244,38 @@ def test_onnx_model_errors_name_the_file(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def evaluators_run(world: Params) -> dict:
-    from pipelines import evaluators
+    from pipelines.face_sr import judge
 
-    return evaluators.run(world, progress=False)
+    return judge.run(world, progress=False)
 
 
 def test_evaluators_stage_learns_the_training_faces_and_reports_held_out_accuracy(world: Params,
                                                                                  evaluators_run: dict):
     out = Path(world.face_sr.out_dir) / "evaluators"
+    assert evaluators_run["stage"] == "evaluators" and evaluators_run["steps"] == 60
+    written_files = {p.name for p in out.iterdir()}
+    assert {"model.pt", "checkpoint.pt", "metrics.tsv", "summary.json", "metrics.json"} <= written_files
+    assert (out / "metrics.tsv").read_text().splitlines()[0] == "step\tloss\tsex\tage\tid"
+    assert (out / "samples" / "final.png").is_file()
     written = json.loads((out / "metrics.json").read_text())
-    assert written == {k: v for k, v in evaluators_run.items() if k != "stage"}
     assert written["train.sex_acc"] == 1.0 and written["train.id_acc"] >= 0.9
     # held-out clips of training speakers are recognised (chance: 1 / speakers)
     assert written["seen.id_acc"] > written["id_chance"]
     for key in ("seen.sex_acc", "seen.age_mae", "unseen.sex_acc", "unseen.age_mae", "unseen.id_verif_acc"):
         assert key in written
     logged = mlflow_metrics(world, "evaluators")
-    assert logged["seen.id_acc"] == pytest.approx(written["seen.id_acc"])
-    model, speakers = load_evaluator(out / "evaluator.pt")
-    assert model.config["resolution"] == 32 and speakers == sorted(speakers) and "unknown" not in speakers
+    assert logged["seen.id_acc"] == pytest.approx(written["seen.id_acc"]) and "loss" in logged
+    judge = load_judge(out / "model.pt")
+    assert judge.resolution == 32 and judge.speakers == sorted(judge.speakers) and "unknown" not in judge.speakers
+    from pipelines.face_sr import judge as judge_stage  # a rerun with the same settings and shards is a no-op
+
+    before = (out / "model.pt").stat().st_mtime_ns
+    assert judge_stage.run(world, progress=False) == evaluators_run
+    assert (out / "model.pt").stat().st_mtime_ns == before
 
 
 def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, evaluators_run: dict):
-    from pipelines import evaluate
+    from pipelines.face_sr import evaluate
 
     evaluate.run(world, progress=False)
     out = Path(world.evaluate.out_dir)
@@ -300,8 +304,7 @@ def test_an_empty_split_is_reported_not_an_error(world: Params, evaluators_run: 
     from components.data.dataset import ShardDataset
 
     model = load_face_sr(world.face_sr.out_dir)
-    evaluator, speakers = load_evaluator(Path(world.face_sr.out_dir) / "evaluators" / "evaluator.pt")
-    scorers = Scorers(FaceJudge(evaluator, speakers), PerceptualLoss())
+    scorers = Scorers(load_judge(Path(world.face_sr.out_dir) / "evaluators" / "model.pt"), PerceptualLoss())
     seen = functools.partial(ShardDataset, world.data_path("shards"), "test_seen", train=False, hr_size=32)
     metrics = evaluate(model, scorers, {"seen": seen, "unseen": list}, tmp_path, world.evaluate)
     assert metrics and all(k.startswith("seen.") for k in metrics)
@@ -310,11 +313,11 @@ def test_an_empty_split_is_reported_not_an_error(world: Params, evaluators_run: 
 
 
 def test_evaluate_needs_the_evaluator_and_the_model(world: Params, tmp_path: Path):
-    from pipelines import evaluate
+    from pipelines.face_sr import evaluate
 
     elsewhere = world.model_copy(update={"face_sr": world.face_sr.model_copy(update={"out_dir": str(tmp_path)})})
     save_tiny_model(tmp_path)
-    with pytest.raises(EarshotError, match="evaluator not found: run `dvc repro evaluators`"):
+    with pytest.raises(EarshotError, match=r"evaluators/model.pt: no such checkpoint.*`dvc repro evaluators`"):
         evaluate.run(elsewhere, progress=False)
     (tmp_path / "train_fusion" / "model.pt").unlink()
     with pytest.raises(EarshotError, match="model.pt: no such checkpoint"):
@@ -322,6 +325,50 @@ def test_evaluate_needs_the_evaluator_and_the_model(world: Params, tmp_path: Pat
 
 
 def test_params_sections_validate():
-    assert EvaluatorsParams().face_recognition_path is None and EvaluateParams().out_dir == "results/face_sr"
-    with pytest.raises(ValueError):
-        EvaluateParams(grid_samples=0)
+    params = default_params()
+    assert params.evaluators.face_recognition_path is None and params.evaluate.out_dir == "results/face_sr"
+    with pytest.raises(EarshotError, match="evaluate.grid_samples"):
+        default_params({"evaluate.grid_samples": 0})
+
+
+def test_the_judge_resumed_after_a_kill_equals_an_unbroken_one(world: Params, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    """The evaluators stage on the shared loop: its drawn batches (indices, augmentations)
+    replay exactly after a kill, so the resumed judge is the unbroken one."""
+    from components.training.face_sr import judge as recipe
+    from components.training.stage import run_stage
+
+    def train_stage(_name: str, params: Params, progress: bool) -> dict:
+        return run_stage(recipe.judge_plan(params), progress=progress)
+
+    monkeypatch.setattr(recipe, "CHECKPOINT_EVERY", 5)
+
+    def params(folder: str) -> Params:
+        fs = world.face_sr.model_copy(update={"out_dir": str(tmp_path / folder)})
+        return world.model_copy(update={"face_sr": fs, "evaluators": world.evaluators.model_copy(update={"steps": 12}),
+                                        "tracking": world.tracking.model_copy(update={"enabled": False})})
+
+    train_stage("evaluators", params("whole"), progress=False)
+    build = recipe.build_judge
+
+    def dying(*args, **kwargs):  # type: ignore[no-untyped-def]
+        stage = build(*args, **kwargs)
+        inner = stage.step
+
+        def step(ctx, batch):  # type: ignore[no-untyped-def]
+            if ctx.step == 8:
+                raise KeyboardInterrupt
+            return inner(ctx, batch)
+
+        stage.step = step
+        return stage
+
+    monkeypatch.setattr(recipe, "build_judge", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage("evaluators", params("broken"), progress=False)
+    monkeypatch.setattr(recipe, "build_judge", build)
+    assert train_stage("evaluators", params("broken"), progress=False)["resumed_from"] == 5
+    a, b = (load_judge(tmp_path / f / "evaluators" / "model.pt").evaluator.state_dict() for f in ("whole", "broken"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    reports = [json.loads((tmp_path / f / "evaluators" / "metrics.json").read_text()) for f in ("whole", "broken")]
+    assert reports[0].pop("seconds") > 0 and reports[1].pop("seconds") > 0 and reports[0] == reports[1]

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from components.figures.images import from_hwc
 from components.data.features import degrade, face_sr_spectrogram, resize
-from components.inference.face_sr import FINAL_STAGE, face_input, load_face_sr, pair_by_stem
+from components.inference.face_sr import FINAL_STAGE, face_input, load_face_sr
+from components.inference.inputs import pair_by_stem
 from components.media.ffmpeg import run_ffmpeg
-from components.models.face_sr import ModelConfig, build_models, get_preset
+from components.models.face_sr import FAMILY, ModelConfig, build_models, config_dict, get_preset
 from components.models.checkpoint import save_model
 from pipelines.cli import app
 from tests._fixtures import draw_face, speech_like
@@ -35,7 +36,7 @@ def save_tiny_model(out_dir: Path, cfg: ModelConfig = TINY, stage: str = FINAL_S
     with torch.no_grad():
         nets["F"].mlp[-1].weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(seed))
     path = out_dir / stage / "model.pt"
-    save_model(path, stage, cfg, nets, step=1)
+    save_model(path, family=FAMILY, stage=stage, config=config_dict(cfg), networks=nets, step=1)
     return out_dir
 
 

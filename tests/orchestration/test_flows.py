@@ -1,4 +1,5 @@
-"""The flows of pipelines/flows.py and their pure helpers (components/orchestration/dvc.py).
+"""The flows of pipelines/flows.py and their pure helpers (components/orchestration/:
+graph, repro, experiments, summaries).
 
 The helpers are tested directly; the flows run for real on scratch projects (git + DVC in
 a temp folder, stages that are one-line Python commands) against a temporary Prefect API
@@ -20,25 +21,18 @@ import yaml
 
 from components.config import SweepParams, set_dotted
 from components.errors import ConfigError
-from components.orchestration.dvc import (
-    RunLink,
-    StageResult,
-    attach_runs,
-    dvc_stage_order,
+from components.orchestration.experiments import (
     exp_name,
     exp_run_argv,
-    mlflow_run_url,
-    mlflow_ui_base,
     override_value,
     params_drift,
-    pipeline_markdown,
-    repro_outcome,
     set_param_args,
-    stages_for_target,
-    sweep_markdown,
-    transient_cause,
     variant_order,
 )
+from components.orchestration.graph import dvc_stage_order, stages_for_target
+from components.orchestration.repro import repro_outcome, transient_cause
+from components.orchestration.summaries import RunLink, StageResult, attach_runs, pipeline_markdown, sweep_markdown
+from components.tracking import run_url, ui_base
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -149,8 +143,8 @@ def test_set_param_args_replace_like_params_overrides():
 def test_exp_names_are_valid_refs_and_the_baseline_runs_last():
     assert exp_name("input_size", "16x16", "3f2a9c1") == "input_size-16x16-3f2a9c1"
     assert exp_name("my sweep", "a/b:c", "1") == "my-sweep-a-b-c-1"
-    sweep = SweepParams(baseline="4s", variants={"4s": {}, "1s": {"face_sr.audio_seconds": 1.0},
-                                                 "2s": {"face_sr.audio_seconds": 2.0}})
+    sweep = SweepParams(description="seconds of speech", baseline="4s",
+                        variants={"4s": {}, "1s": {"face_sr.audio_seconds": 1.0}, "2s": {"face_sr.audio_seconds": 2.0}})
     assert variant_order(sweep) == ["1s", "2s", "4s"]
 
 
@@ -209,7 +203,7 @@ def test_dvc_exp_run_writes_the_values_set_param_args_mean(git_project):
 def test_summary_markdown_names_stages_statuses_and_runs():
     results = [StageResult("download", "skipped", 1.2, "up to date"), StageResult("faces", "ran", 125.0, attempts=2),
                StageResult("audio", "failed", 3.0, "exit 255"), StageResult("shards", "not reached")]
-    url = mlflow_run_url(mlflow_ui_base("http://127.0.0.1:5000/"), "1", "abc")
+    url = run_url(ui_base("http://127.0.0.1:5000/"), "1", "abc")
     assert url == "http://127.0.0.1:5000/#/experiments/1/runs/abc"
     runs = [RunLink("faces", url, stage="faces"), RunLink("nested", url + "2", stage="")]
     other = attach_runs(results, runs)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from components.errors import ConfigError, Rejected
-from components.orchestration.runner import Item, Outcome, _check_shared_storage, _sees, fanout, run_items, write_outcome
+from components.orchestration.executors import _check_shared_storage, _sees, fanout
+from components.orchestration.runner import Item, Outcome, run_items, write_outcome
 from tests.conftest import tiny_params
 
 

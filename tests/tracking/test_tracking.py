@@ -4,17 +4,16 @@ import mlflow
 import pytest
 import yaml
 
-from components.config import TrackingParams
 from components.tracking import input_hashes, resolve_tracking_uri, stage_run
 from tests.conftest import tiny_params
 
 
 def test_default_uri_is_project_local_sqlite(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri(TrackingParams(), tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert resolve_tracking_uri(TrackingParams(), tmp_path) == "http://127.0.0.1:5000"
-    assert resolve_tracking_uri(TrackingParams(uri="sqlite:///x.db"), tmp_path) == "sqlite:///x.db"
+    assert resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
 
 
 def test_input_hash_prefers_dvc_lock(tmp_path: Path):
@@ -92,7 +91,7 @@ def test_stage_run_is_a_child_of_the_sweep_parent(tmp_path: Path, monkeypatch):
     from components.tracking import sweep_env, use_experiment
 
     params = tiny_params(tmp_path)
-    experiment_id = use_experiment(params.tracking, tmp_path)
+    experiment_id = use_experiment(params.tracking.experiment, params.tracking.uri)
     parent = mlflow.MlflowClient().create_run(experiment_id, run_name="sweep audio", tags={"kind": "sweep"})
     for key, value in sweep_env(parent.info.run_id, "audio", "audio_off").items():
         monkeypatch.setenv(key, value)

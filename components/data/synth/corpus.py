@@ -42,7 +42,7 @@ from components.data.synth.scene import animate, sample_scene
 from components.data.synth.voice import Speech, Voice, synthesize_speech
 from components.io import atomic_path
 from components.media.write import write_video
-from components.orchestration.runner import default_executor
+from components.orchestration.executors import default_executor
 
 log = logging.getLogger(__name__)
 

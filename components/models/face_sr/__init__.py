@@ -8,26 +8,60 @@
 * ``F`` (:class:`ResidualFusion`): (El code, Ea code) -> fused code, a residual on El's.
 
 Sizes come from a :class:`ModelConfig` (presets ``paper`` and ``small``);
-:func:`build_models` makes all six, deterministically from a seed.
+:func:`build_models` makes all six, deterministically from a seed. Their files are of
+family ``"face_sr"`` (:mod:`components.models.checkpoint`, registered here). The judge
+(:mod:`.judge`, the face classifier the evaluation scores outputs with) is a family of
+its own, ``"face_judge"``, registered by its module: the training stages never import it.
 """
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from components.models.checkpoint import register_family
 from components.models.face_sr.encoders import AudioEncoder, HighResEncoder, LowResEncoder
 from components.models.face_sr.fusion import ResidualFusion
 from components.models.face_sr.generator import Discriminator, Generator, MappingNetwork, SynthesisNetwork, n_latents_for
 from components.models.face_sr.presets import (
     DEFAULT_PRESET,
     MODEL_NAMES,
+    NETWORK_FIELDS,
     PRESETS,
     ModelConfig,
     build_models,
+    config_fields,
     count_parameters,
     get_preset,
 )
+
+FAMILY = "face_sr"
+
+
+def config_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """The config a face-SR file records (JSON-ready)."""
+    return cfg.model_dump(mode="json")
+
+
+def _build(config: Mapping[str, Any], names: tuple[str, ...]) -> dict:
+    return build_models(ModelConfig(**config), names=names)
+
+
+def _differences(found: Mapping[str, Any], expected: Mapping[str, Any], networks: Sequence[str]) -> list[str]:
+    """Only the fields that shape the networks a file holds count (a 16x16 El trains on
+    the G and Eh made for the 8x8 one); a file of no known network (checkpoint.pt) is
+    compared on every field."""
+    held = [n for n in networks if n in NETWORK_FIELDS]
+    wanted = config_fields(ModelConfig(**expected), held) if held else dict(expected)
+    return [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in wanted.items() if found.get(k) != v]
+
+
+register_family(FAMILY, build=_build, check=_differences,
+                settings="params face_sr: preset, overrides, lr_size, audio_seconds, audio, fusion")
 
 __all__ = [
     "AudioEncoder",
     "DEFAULT_PRESET",
     "Discriminator",
+    "FAMILY",
     "Generator",
     "HighResEncoder",
     "LowResEncoder",
@@ -38,6 +72,7 @@ __all__ = [
     "ResidualFusion",
     "SynthesisNetwork",
     "build_models",
+    "config_dict",
     "count_parameters",
     "get_preset",
     "n_latents_for",

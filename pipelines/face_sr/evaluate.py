@@ -1,12 +1,13 @@
-"""DVC stage ``evaluate``: compare face-SR methods on the test splits.
+"""DVC stage ``evaluate`` of "Face super-resolution with an ear": ``python -m pipelines.face_sr.evaluate``.
 
-bicubic, image only, audio only, fused and mismatched-voice super-resolution of the
-same test clips, scored for fidelity (PSNR, SSIM, LPIPS, shift-tolerant LPIPS) and, by
-the evaluator network of the ``evaluators`` stage, for the speaker's attributes and
+Compares face-SR methods on the test splits: bicubic, image only, audio only, fused and
+mismatched-voice super-resolution of the same test clips, scored for fidelity (PSNR,
+SSIM, LPIPS, shift-tolerant LPIPS) and, by the judge network of the ``evaluators``
+stage (``<face_sr.out_dir>/evaluators/model.pt``), for the speaker's attributes and
 identity (components/evaluation/face_sr.py). Outputs in ``evaluate.out_dir``
-(``results/face_sr/``):
-``metrics.json`` (the DVC metric), ``results.md``, ``grid_<split>.png``,
-``mixing_<split>.png`` and ``ablation.png``; the same numbers go to MLflow.
+(``results/face_sr/``): ``metrics.json`` (the DVC metric), ``results.md``,
+``grid_<split>.png``, ``mixing_<split>.png`` and ``ablation.png``; the same numbers go
+to MLflow.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import torch
 
 from components.config import Params
 from components.data.dataset import ShardDataset
-from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, load_evaluator
+from components.evaluation.judge import OnnxFaceEmbedder, load_judge
 from components.evaluation.face_sr import SPLITS, Scorers, evaluate
 from components.evaluation.metrics import load_lpips
-from components.inference.face_sr import load_face_sr, resolve_device
-from components.tracking import stage_run
-from components.training.face_sr import model_config
+from components.inference.face_sr import load_face_sr
+from components.inference.inputs import resolve_device
+from components.models.face_sr.judge import STAGE as JUDGE_STAGE
 from components.models.perceptual import PerceptualLoss
+from components.tracking import stage_run
+from components.training.face_sr.plan import model_config, stage_dir
 from pipelines._common import exit_on_user_error, parse_stage_args
-from pipelines.evaluators import evaluator_dir
 
 FIGURES = ("grid_seen.png", "grid_unseen.png", "mixing_seen.png", "mixing_unseen.png", "ablation.png")
 
@@ -38,12 +40,11 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     started = time.time()
     torch.set_num_threads(params.face_sr.threads)
     cfg, shards, out = params.evaluate, params.data_path("shards"), Path(params.evaluate.out_dir)
-    evaluator_path = evaluator_dir(params) / "evaluator.pt"
+    judge_path = stage_dir(params, JUDGE_STAGE) / "model.pt"
     model = load_face_sr(params.face_sr.out_dir, resolve_device(params.face_sr.device),
                          expect_config=model_config(params.face_sr))
-    evaluator, speakers = load_evaluator(evaluator_path)
     recognition = params.evaluators.face_recognition_path
-    judge = FaceJudge(evaluator, speakers, OnnxFaceEmbedder(recognition) if recognition else None)
+    judge = load_judge(judge_path, OnnxFaceEmbedder(recognition) if recognition else None)
     scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path))
     mc = model.config
     splits = {name: functools.partial(ShardDataset, shards, split, "face_sr", train=False, hr_size=mc.resolution,
@@ -51,9 +52,9 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
                                       eval_frames=cfg.frames_per_clip)
               for name, split in SPLITS.items()}
     notes = [f"model: {params.face_sr.out_dir}/train_fusion/model.pt ({params.face_sr.preset} preset, "
-             f"{mc.lr_size}x{mc.lr_size} -> {mc.resolution}x{mc.resolution}); judge: {evaluator_path}"
+             f"{mc.lr_size}x{mc.lr_size} -> {mc.resolution}x{mc.resolution}); judge: {judge_path}"
              + (f", identity embedding from {recognition}" if recognition else "")]
-    inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", evaluator_path]
+    inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", judge_path]
     with stage_run("evaluate", params, inputs=inputs) as tracked:
         metrics = evaluate(model, scorers, splits, out, cfg, notes, progress=progress)
         tracked.log_metrics(metrics)
@@ -65,7 +66,7 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    args, params = parse_stage_args("evaluate", argv)
+    args, params = parse_stage_args("evaluate", argv, prog="python -m pipelines.face_sr.evaluate")
     run(params, progress=not args.no_progress)
 
 

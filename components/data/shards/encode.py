@@ -1,0 +1,110 @@
+"""One clip's media as a shard row stores them: its face crop re-encoded as one JPEG
+per frame, its aligned wav as FLAC, its landmarks flattened. A file that is missing or
+does not match the upstream index rejects the clip (:class:`~components.errors.Rejected`).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.errors import Rejected
+
+
+def encode_clip(clip: dict[str, Any], *, faces_dir: str, audio_dir: str, jpeg_quality: int,
+                sample_rate: int) -> dict[str, Any]:
+    """The media columns of one clip's row: JPEG frames, FLAC audio, flat landmarks.
+
+    Raises :class:`Rejected` when a file is missing (``unreadable``) or does not match
+    the index (``corrupt``: undecodable, wrong frame count, wrong audio length or rate).
+    """
+    crop = Path(faces_dir) / clip["crop_path"]
+    track = Path(faces_dir) / clip["track_path"]
+    wav = Path(audio_dir) / clip["wav_path"]
+    for path in (crop, track, wav):
+        if not path.is_file():
+            raise Rejected("unreadable", f"missing {path}")
+    n, fps = int(clip["n_frames"]), int(clip["fps"])
+    frames, (height, width) = _jpeg_frames(crop, jpeg_quality)
+    if len(frames) != n:
+        raise Rejected("corrupt", f"{crop}: {len(frames)} frames decoded, index says {n}")
+    landmarks = _landmarks(track, n)
+    audio = _audio(wav, n, fps, sample_rate)
+    return {"frames": frames, "height": height, "width": width, "audio": _flac(audio, sample_rate),
+            "n_samples": len(audio), "sample_rate": sample_rate, "landmarks": landmarks}
+
+
+def _jpeg_frames(path: Path, quality: int) -> tuple[list[bytes], tuple[int, int]]:
+    """Decode every frame of a crop video and re-encode each as a JPEG."""
+    import av
+
+    frames: list[bytes] = []
+    size = (0, 0)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise Rejected("corrupt", f"{path}: no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                image = frame.to_image()
+                size = (image.height, image.width)
+                buf = io.BytesIO()
+                image.save(buf, format="JPEG", quality=quality)
+                frames.append(buf.getvalue())
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise Rejected("corrupt", f"{path}: {exc}") from None
+    return frames, size
+
+
+def _landmarks(path: Path, n: int) -> np.ndarray:
+    try:
+        with np.load(path) as track:
+            lm = np.asarray(track["landmarks"], dtype=np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise Rejected("corrupt", f"{path}: {exc}") from None
+    if lm.shape != (n, 5, 2):
+        raise Rejected("corrupt", f"{path}: landmarks {lm.shape}, expected ({n}, 5, 2)")
+    return lm.reshape(-1)
+
+
+def _audio(path: Path, n_frames: int, fps: int, sample_rate: int) -> np.ndarray:
+    """The aligned wav as mono float32, cut or padded to exactly n_frames / fps seconds.
+
+    The audio stage writes that length; more than one video frame off means the wav and
+    the crop do not belong together.
+    """
+    import soundfile as sf
+
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise Rejected("corrupt", f"{path}: {exc}") from None
+    if sr != sample_rate:
+        raise Rejected("corrupt", f"{path}: {sr} Hz, the pipeline rate is {sample_rate} Hz")
+    audio = audio.mean(axis=1)
+    want = int(round(n_frames / fps * sample_rate))
+    if abs(len(audio) - want) > sample_rate / fps:
+        raise Rejected("corrupt", f"{path}: {len(audio) / sr:.3f} s of audio for {n_frames / fps:.3f} s of video")
+    return np.pad(audio[:want], (0, max(0, want - len(audio))))
+
+
+def _flac(audio: np.ndarray, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def encode_or_reject(clip: dict[str, Any], **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """:func:`encode_clip` as data (crosses process boundaries): ("ok", row) or ("rejected", why)."""
+    try:
+        return "ok", encode_clip(clip, **kwargs)
+    except Rejected as exc:
+        return "rejected", {"reason": exc.reason, "detail": exc.detail}
+    except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the stage
+        return "rejected", {"reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
