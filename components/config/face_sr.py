@@ -113,6 +113,9 @@ class EvaluatorsParams(Section):
     embedding_dim: int = Field(ge=8)
     age_weight: float = Field(ge=0)
     seed: int
+    log_every: int = Field(ge=1, description="MLflow metrics and metrics.tsv rows (window means)")
+    sample_every: int = Field(ge=1, description="PNG grids of the augmented training faces")
+    checkpoint_every: int = Field(ge=1, description="checkpoint.pt for resuming after a kill")
     face_recognition_path: str | None = Field(
         None, description="ONNX face-recognition model (N, 3, 112, 112) RGB in [-1, 1] -> embedding "
                           "(e.g. ArcFace), used for the identity embedding instead of the trained one")

@@ -47,7 +47,8 @@ from torch import nn
 
 from components.config import EvaluateParams
 from components.evaluation import HIGHER_IS_BETTER
-from components.figures import plots as grids
+from components.figures import plots
+from components.figures.grids import save_grid
 from components.figures.images import nearest_up
 from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
@@ -60,6 +61,8 @@ SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 METHODS = ("bicubic", "image_only", "audio_only", "fused", "mismatched")
 METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
 SEX_NAMES = {0.0: "F", 1.0: "M"}
+FIGURE_CELL = 96
+"""Side in pixels of each face in the grids (a 64 px output is shown enlarged, 8x8 inputs as pixels)."""
 
 
 @dataclass
@@ -247,17 +250,18 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
     for title, method in (("bicubic", "bicubic"), ("image only", "image_only"), ("fused", "fused")):
         columns[title] = method_output(model, data, method, rows, partners)
     columns["ground truth"] = data.hr[rows]
-    grids.sample_grid(columns, out_dir / f"grid_{data.name}.png", title=f"{data.name} speakers",
-                      row_labels=[_label(data, int(i)) for i in rows])
+    save_grid(out_dir / f"grid_{data.name}.png", list(columns.items()), FIGURE_CELL, title=f"{data.name} speakers",
+              row_labels=[_label(data, int(i)) for i in rows])
     faces = pick_faces(data.identities, cfg.mix_faces, cfg.seed + 2)
     voices = pick_voices(data.identities, data.sex, cfg.mix_voices, cfg.seed)
     wa = data.wa[voices].to(model.device)
     mixed = torch.stack([model.generate(model.fuse(data.wl[[int(i)] * len(voices)].to(model.device), wa)).cpu()
                          for i in faces])
-    grids.mixing_grid(nearest_up(data.lr[faces], res), mixed, [f"voice {_label(data, int(v))}" for v in voices],
-                      out_dir / f"mixing_{data.name}.png",
-                      title=f"{data.name}: each row's face with the voice of each column",
-                      row_labels=[_label(data, int(i)) for i in faces])
+    columns = [("input", nearest_up(data.lr[faces], res))]
+    columns += [(f"voice {_label(data, int(v))}", mixed[:, j]) for j, v in enumerate(voices)]
+    save_grid(out_dir / f"mixing_{data.name}.png", columns, FIGURE_CELL,
+              title=f"{data.name}: each row's face with the voice of each column",
+              row_labels=[_label(data, int(i)) for i in faces])
 
 
 # --------------------------------------------------------------------------- the report
@@ -310,7 +314,7 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
         if not len(data):
             log.warning("%s (%s): no clips: nothing to evaluate", name, SPLITS[name])
             for figure in (f"grid_{name}.png", f"mixing_{name}.png"):  # declared outputs: say why they are blank
-                grids.message_figure(f"no clips in the {SPLITS[name]} split", out_dir / figure)
+                plots.message_figure(f"no clips in the {SPLITS[name]} split", out_dir / figure)
             continue
         partners = mismatch_partners(data.identities, data.sex, cfg.seed)
         per_method, truth = score_split(model, scorers, data, partners, cfg.batch_size, progress=progress)
@@ -326,5 +330,5 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
               "nearest-ground-truth-face identification among the split's faces on unseen speakers."]
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_bytes_atomic(out_dir / "results.md", results_table(metrics, reference, counts, notes).encode())
-    grids.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=METHODS, names=METRICS)
+    plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=METHODS, names=METRICS)
     return metrics

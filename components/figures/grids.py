@@ -1,7 +1,9 @@
-"""Labelled image grids: one row per sample, one labelled column per image kind
-(input | output | target ..., or the frames of a video strip), drawn with PIL and written
-atomically so a viewer never sees half a PNG. Used for every training stage's samples
-(:func:`save_grid`); matplotlib figures with titles live in :mod:`components.figures.plots`.
+"""The one image-grid renderer: one row per sample, one labelled column per image kind
+(input | output | target ..., a voice of the mixing grid, or the frames of a video strip),
+with an optional title and row labels, drawn with PIL and written atomically so a viewer
+never sees half a PNG. Every training stage's samples, the evaluation grids and the
+mixing grids are drawn by :func:`save_grid`; charts (bars, messages) are in
+:mod:`components.figures.plots`.
 
 A column is ``(label, tensor)`` with images ``(N, C, h, w)`` (C = 1 or 3) or video
 frames ``(N, T, C, h, w)``; a video column becomes a strip of T columns, the label over
@@ -10,7 +12,7 @@ its first frame.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,16 @@ import torch.nn.functional as F
 from components.figures.images import to_pixels
 from components.io import atomic_path
 
-LABEL_HEIGHT = 14
+PAD = 2
+FONT_PX = 11
+LABEL_HEIGHT = FONT_PX + 4
+"""Height of the column-label row (and of the title band, when there is a title)."""
+
+
+def _font(px: int = FONT_PX):  # type: ignore[no-untyped-def]
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=px)
 
 
 def to_display(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,31 +66,55 @@ def picture_size(columns: Sequence[tuple[str, torch.Tensor]]) -> int:
     return max(sides or [images.shape[-1] for _, images in columns])
 
 
-def grid_image(columns: Sequence[tuple[str, torch.Tensor]], size: int, pad: int = 2) -> np.ndarray:
-    """Tile labelled image (or video) columns into one HxWx3 uint8 picture (a label row on top)."""
+def _fit(draw, text: str, width: float, font) -> str:  # type: ignore[no-untyped-def]
+    """``text`` cut (with an ellipsis) to ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…" if text else ""
+
+
+def grid_image(columns: Sequence[tuple[str, torch.Tensor]], size: int, *, title: str = "",
+               row_labels: Sequence[str] | None = None) -> np.ndarray:
+    """Tile labelled image (or video) columns into one HxWx3 uint8 picture: a title band
+    (if any), a label row, then one row per sample with its label (if any) on the left."""
     from PIL import Image, ImageDraw
 
     columns = image_columns(columns)
+    if not columns:
+        raise ValueError("a grid needs at least one column")
     n = min(len(images) for _, images in columns)
-    cell = size + pad
-    height, width = LABEL_HEIGHT + n * cell + pad, len(columns) * cell + pad
-    canvas = np.full((height, width, 3), 255, np.uint8)
+    font = _font()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    labels = list(row_labels or [])[:n]
+    left = int(max((measure.textlength(t, font=font) for t in labels), default=0)) + 2 * PAD if labels else 0
+    line = LABEL_HEIGHT
+    top = (line if title else 0) + line
+    cell = size + PAD
+    canvas = np.full((top + n * cell + PAD, left + len(columns) * cell + PAD, 3), 255, np.uint8)
     for c, (_, images) in enumerate(columns):
         tiles = to_display(images[:n], size).permute(0, 2, 3, 1).numpy()
         for r, tile in enumerate(tiles):
-            y, x = LABEL_HEIGHT + pad + r * cell, pad + c * cell
+            y, x = top + PAD + r * cell, left + PAD + c * cell
             canvas[y:y + size, x:x + size] = tile
     picture = Image.fromarray(canvas)
     draw = ImageDraw.Draw(picture)
+    if title:
+        draw.text((PAD, 1), _fit(draw, title, canvas.shape[1] - 2 * PAD, font), fill=(0, 0, 0), font=font)
     for c, (label, _) in enumerate(columns):
-        draw.text((pad + c * cell + 1, 1), label[: max(1, size // 6)], fill=(0, 0, 0))
+        draw.text((left + PAD + c * cell + 1, top - line + 1), _fit(draw, label, size, font), fill=(0, 0, 0), font=font)
+    for r, label in enumerate(labels):
+        draw.text((PAD, top + PAD + r * cell + (size - FONT_PX) // 2), label, fill=(0, 0, 0), font=font)
     return np.asarray(picture)
 
 
-def save_grid(path: str | Path, columns: Sequence[tuple[str, torch.Tensor]], size: int | None = None) -> Path:
+def save_grid(path: str | Path, columns: Sequence[tuple[str, torch.Tensor]], size: int | None = None, *,
+              title: str = "", row_labels: Sequence[str] | None = None) -> Path:
     """Write the grid of ``columns`` as a PNG; cells of ``size`` px (default :func:`picture_size`)."""
     from PIL import Image
 
+    picture = grid_image(columns, size or picture_size(columns), title=title, row_labels=row_labels)
     with atomic_path(path) as tmp:
-        Image.fromarray(grid_image(columns, size or picture_size(columns))).save(tmp, format="PNG")
+        Image.fromarray(picture).save(tmp, format="PNG")
     return Path(path)

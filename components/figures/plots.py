@@ -1,9 +1,7 @@
-"""Figures of the face-SR evaluation: sample grids, voice mixing, the ablation bars.
+"""Charts: metrics as bars per method and split, and a figure that only says why it is empty.
 
-Pure functions from tensors / metric dicts to PNG files (matplotlib, Agg backend,
-written atomically). Images are (N, 3, H, W) in [-1, 1]; an 8x8 input is shown
-nearest-neighbour upscaled so its pixels stay visible as pixels, which is what the
-networks actually get.
+Pure functions from metric dicts to PNG files (matplotlib, Agg backend, written
+atomically). Image grids are :mod:`components.figures.grids`.
 """
 
 from __future__ import annotations
@@ -12,9 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from components.figures.images import to_hwc
 from components.io import atomic_path
 
 CELL_INCHES = 1.25
@@ -42,50 +38,6 @@ def _save(plt, fig, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def sample_grid(columns: Mapping[str, torch.Tensor], path: str | Path, *, title: str = "",
-                row_labels: Sequence[str] | None = None) -> Path:
-    """Rows are samples, columns the named image sets (all (N, 3, H, W), same N)."""
-    names = list(columns)
-    n = len(next(iter(columns.values())))
-    if any(len(v) != n for v in columns.values()):
-        raise ValueError("every column needs the same number of images")
-    plt, fig, axes = _figure(max(n, 1), len(names))
-    for c, name in enumerate(names):
-        axes[0, c].set_title(name, fontsize=8)
-        for r, img in enumerate(columns[name]):
-            axes[r, c].imshow(to_hwc(img), interpolation="nearest")
-    for r, label in enumerate(row_labels or []):
-        axes[r, 0].set_ylabel(label, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return _save(plt, fig, path)
-
-
-def mixing_grid(inputs: torch.Tensor, outputs: torch.Tensor, voice_labels: Sequence[str], path: str | Path, *,
-                title: str = "", row_labels: Sequence[str] | None = None) -> Path:
-    """Rows: low-res faces; first column the input, then one column per voice.
-
-    ``inputs`` (R, 3, H, W) (already upscaled for display), ``outputs`` (R, V, 3, H, W):
-    the face of row r super-resolved with voice v.
-    """
-    rows, voices = outputs.shape[:2]
-    if len(voice_labels) != voices or len(inputs) != rows:
-        raise ValueError(f"{rows} x {voices} outputs need {rows} inputs and {voices} voice labels")
-    plt, fig, axes = _figure(max(rows, 1), voices + 1)
-    axes[0, 0].set_title("input", fontsize=8)
-    for v, label in enumerate(voice_labels):
-        axes[0, v + 1].set_title(label, fontsize=7)
-    for r in range(rows):
-        axes[r, 0].imshow(to_hwc(inputs[r]), interpolation="nearest")
-        for v in range(voices):
-            axes[r, v + 1].imshow(to_hwc(outputs[r, v]), interpolation="nearest")
-    for r, label in enumerate(row_labels or []):
-        axes[r, 0].set_ylabel(label, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return _save(plt, fig, path)
 
 
 def ablation_plot(metrics: Mapping[str, float], path: str | Path, *, splits: Sequence[str], methods: Sequence[str],

@@ -341,11 +341,10 @@ def test_the_judge_resumed_after_a_kill_equals_an_unbroken_one(world: Params, tm
     def train_stage(_name: str, params: Params, progress: bool) -> dict:
         return run_stage(recipe.judge_plan(params), progress=progress)
 
-    monkeypatch.setattr(recipe, "CHECKPOINT_EVERY", 5)
 
     def params(folder: str) -> Params:
         fs = world.face_sr.model_copy(update={"out_dir": str(tmp_path / folder)})
-        return world.model_copy(update={"face_sr": fs, "evaluators": world.evaluators.model_copy(update={"steps": 12}),
+        return world.model_copy(update={"face_sr": fs, "evaluators": world.evaluators.model_copy(update={"steps": 12, "checkpoint_every": 5}),
                                         "tracking": world.tracking.model_copy(update={"enabled": False})})
 
     train_stage("evaluators", params("whole"), progress=False)

@@ -64,8 +64,6 @@ from components.training.stage import StagePlan
 
 log = logging.getLogger(__name__)
 
-LOG_EVERY, SAMPLE_EVERY, CHECKPOINT_EVERY = 50, 100, 100
-"""Cadences of the stage (the ``evaluators`` params have none: it trains in a minute)."""
 METRICS = ("loss", "sex", "age", "id")
 SPLITS = (("train", "train"), ("test_seen", "seen"), ("test_unseen", "unseen"))
 
@@ -207,7 +205,9 @@ def judge_plan(params: Params) -> StagePlan:
     if cfg.face_recognition_path:
         files["face_recognition"] = cfg.face_recognition_path
     inputs = {key: sha256_file(path) for key, path in files.items() if Path(path).is_file()}
-    fp = fingerprint(STAGE, cfg.model_dump(mode="json"), {"resolution": resolution}, inputs)
+    # cadences change how the run goes, not what it learns (``steps`` does: the LR schedule spans it)
+    learns = cfg.model_dump(mode="json", exclude={"log_every", "sample_every", "checkpoint_every"})
+    fp = fingerprint(STAGE, learns, {"resolution": resolution}, inputs)
 
     def build(runtime: Runtime) -> tuple[loop.Stage, DrawnFeed]:
         faces = load_faces(shards, "train", resolution, frames_per_clip=cfg.frames_per_clip, seed=cfg.seed)
@@ -228,7 +228,7 @@ def judge_plan(params: Params) -> StagePlan:
         tracker.log_artifact(out / "metrics.json")
         log.info("%s: %s", STAGE, metrics)
 
-    loop_config = loop.LoopConfig(cfg.steps, LOG_EVERY, SAMPLE_EVERY, CHECKPOINT_EVERY, cfg.seed, fp)
+    loop_config = loop.LoopConfig(cfg.steps, cfg.log_every, cfg.sample_every, cfg.checkpoint_every, cfg.seed, fp)
     # channels-last off: the judge's numbers are those of the contiguous layout it was made with
     return StagePlan(STAGE, FAMILY, params, out, loop_config, build, section=cfg.model_dump(mode="json"),
                      inputs=[shards], device=fs.device, amp=fs.amp, channels_last=False, threads=fs.threads,
