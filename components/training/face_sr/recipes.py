@@ -205,10 +205,14 @@ def build_train_eh(p: TrainEhParams, cfg: ModelConfig, seed: int, device: torch.
                   export={"Eh": "Eh", "G": "G"}, metrics=active(("loss", "rec"), perc=p.w_perc, latent=p.w_latent))
 
 
-def _regress_eh_step(name: str, key: str, p: TrainElParams | TrainEaParams, Eh: nn.Module, G: nn.Module,
-                     perceptual: PerceptualLoss | None):  # type: ignore[no-untyped-def]
-    """The step of El and Ea: encode ``batch[key]`` to Eh's code of the same face (latent
-    loss), plus, when weighted, the image losses of G's decoding of that code."""
+def _build_code_regressor(stage: str, name: str, key: str, show: Callable[[torch.Tensor], tuple[str, torch.Tensor]],
+                          p: TrainElParams | TrainEaParams, cfg: ModelConfig, seed: int, device: torch.device,
+                          up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
+    """The stage of El and Ea: network ``name`` encodes ``batch[key]`` to Eh's code of the
+    same face (latent loss), plus, when weighted, the image losses of G's decoding of that
+    code; Eh and G (train_eh's) stay frozen. ``show`` turns the input into a grid column."""
+    net = build_models(cfg, seed, (name,))[name].to(device)
+    Eh, G = up["Eh"].to(device), up["G"].to(device)
 
     def step(ctx: loop.StepContext, batch: Batch) -> dict[str, torch.Tensor]:
         x = batch["hr"]
@@ -222,39 +226,25 @@ def _regress_eh_step(name: str, key: str, p: TrainElParams | TrainEaParams, Eh: 
         ctx.optimize(name, total)
         return {"loss": total, **losses}
 
-    return step
+    def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
+        x, inputs = batch["hr"], batch[key]
+        return [show(inputs), (f"G({name})", G(n[name](inputs))), ("G(Eh)", G(Eh(x))), ("target", x)]
+
+    return _stage(stage, cfg, {name: net, "Eh": Eh, "G": G}, (name,), {name: _adam(net.parameters(), p)},
+                  step, sample, export={name: name, "G": "G"}, metrics=encoder_metrics(p))
 
 
 def build_train_el(p: TrainElParams, cfg: ModelConfig, seed: int, device: torch.device,
                    up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
     """El: G(El(x_l)) = x_h and El(x_l) = Eh(x_h), through the frozen G and Eh of train_eh."""
-    El = build_models(cfg, seed, ("El",))["El"].to(device)
-    Eh, G = up["Eh"].to(device), up["G"].to(device)
-
-    step = _regress_eh_step("El", "lr", p, Eh, G, perceptual)
-
-    def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
-        x, xl = batch["hr"], batch["lr"]
-        return [("8x8", xl), ("G(El)", G(n["El"](xl))), ("G(Eh)", G(Eh(x))), ("target", x)]
-
-    return _stage("train_el", cfg, {"El": El, "Eh": Eh, "G": G}, ("El",), {"El": _adam(El.parameters(), p)},
-                  step, sample, export={"El": "El", "G": "G"}, metrics=encoder_metrics(p))
+    return _build_code_regressor("train_el", "El", "lr", lambda xl: ("8x8", xl), p, cfg, seed, device, up, perceptual)
 
 
 def build_train_ea(p: TrainEaParams, cfg: ModelConfig, seed: int, device: torch.device,
                    up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
     """Ea: Ea(speech) = Eh(x_h) for a frame of the same clip (optionally G(Ea(a)) = x_h)."""
-    Ea = build_models(cfg, seed, ("Ea",))["Ea"].to(device)
-    Eh, G = up["Eh"].to(device), up["G"].to(device)
-
-    step = _regress_eh_step("Ea", "spec", p, Eh, G, perceptual)
-
-    def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
-        x, spec = batch["hr"], batch["spec"]
-        return [("speech", _spec_image(spec)), ("G(Ea)", G(n["Ea"](spec))), ("G(Eh)", G(Eh(x))), ("target", x)]
-
-    return _stage("train_ea", cfg, {"Ea": Ea, "Eh": Eh, "G": G}, ("Ea",), {"Ea": _adam(Ea.parameters(), p)},
-                  step, sample, export={"Ea": "Ea", "G": "G"}, metrics=encoder_metrics(p))
+    return _build_code_regressor("train_ea", "Ea", "spec", lambda spec: ("speech", _spec_image(spec)), p, cfg, seed,
+                                 device, up, perceptual)
 
 
 def build_train_fusion(p: TrainFusionParams, cfg: ModelConfig, seed: int, device: torch.device,
