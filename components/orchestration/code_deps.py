@@ -35,8 +35,8 @@ EXEMPT: dict[str, str] = {
     "components/errors.py": "exception classes: an error stops a stage, it cannot change what it writes",
     "components/tracking": "MLflow runs and tags: a record of the run, never read back by a stage",
     "components/torch_compat.py": "makes CUDA-built torchvision/torchaudio importable; computes nothing",
-    "components/config": "validates params.yaml, which DVC tracks key by key (the classes hold no values)",
-    "components/orchestration/executors.py": "where items run (processes, threads, Dask), not what they compute",
+    "components/config": "validates params.yaml, which DVC tracks key by key (the classes hold no values); "
+                         "a new paper's section must not rerun the other paper's stages",
     "pipelines/_common.py": "argument parsing, logging and the exit code of stage entry points",
 }
 
