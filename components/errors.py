@@ -14,6 +14,7 @@ REASONS = {
     "unreadable": "the path cannot be opened or read",
     "empty_file": "zero-length file",
     "corrupt": "the container or a stream cannot be decoded",
+    "truncated": "the file is cut short: its frames end before the end its container records",
     "no_video_stream": "the file has no video stream",
     "no_audio_stream": "the file has no audio stream",
     "unsupported_codec": "no decoder for the codec",
@@ -21,6 +22,7 @@ REASONS = {
     # download / manifest
     "bad_manifest_row": "a manifest row failed validation",
     "download_failed": "the source could not be fetched",
+    "download_timeout": "the source did not arrive within the deadline or at the minimum rate",
     "checksum_mismatch": "the downloaded bytes do not match the expected checksum",
     # faces
     "no_face": "no face detected",
@@ -43,6 +45,10 @@ class EarshotError(Exception):
 
 class ConfigError(EarshotError):
     """params.yaml (or an override) is invalid."""
+
+
+class StageFailed(EarshotError):
+    """A stage's items failed with unexpected errors (a bug, not bad input) past the limit."""
 
 
 class Rejected(EarshotError):

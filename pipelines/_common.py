@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from components.config import Params, load_params
-from components.errors import EarshotError
+from components.errors import EarshotError, StageFailed
 from components.io import write_json_atomic
-from components.orchestration.runner import Outcome, write_outcome
+from components.orchestration.runner import Outcome, fail_on_unexpected, write_outcome
 from components.tracking import StageRun
 
 
@@ -61,8 +61,9 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def finish_stage(run: StageRun, outcome: Outcome, out_dir: Path, started: float,
-                 extra: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write the stage's index/quarantine tables and summary, log counts to MLflow."""
+                 extra: dict[str, float] | None = None, *, max_unexpected_errors: int) -> dict[str, Any]:
+    """Write the stage's index/quarantine tables and summary, log counts to MLflow; then fail
+    the stage (:class:`StageFailed`) if its unexpected errors pass ``max_unexpected_errors``."""
     index, quarantine = write_outcome(outcome, out_dir)
     summary = {"stage": outcome.stage, **outcome.counts, **(extra or {}),
                "seconds": round(time.time() - started, 2)}
@@ -72,11 +73,13 @@ def finish_stage(run: StageRun, outcome: Outcome, out_dir: Path, started: float,
     if len(outcome.quarantine):
         run.log_artifact(quarantine)
     logging.getLogger(outcome.stage).info("%s", json.dumps(summary))
+    fail_on_unexpected(outcome, max_unexpected_errors)
     return summary
 
 
 def exit_on_user_error(fn):  # type: ignore[no-untyped-def]
-    """Turn an :class:`EarshotError` into a one-line message and exit code 2."""
+    """Turn an :class:`EarshotError` into a one-line message and exit code 2 (1 for a
+    :class:`StageFailed`: the stage's own code failed, not its input)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -84,6 +87,6 @@ def exit_on_user_error(fn):  # type: ignore[no-untyped-def]
             return fn(*args, **kwargs)
         except EarshotError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(1 if isinstance(exc, StageFailed) else 2) from None
 
     return wrapper

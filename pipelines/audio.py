@@ -26,7 +26,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
         tracked.log_artifact(out / "vad_eval.json")
         metrics = {f"vad.{k}": v for k, v in vad_eval.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("threshold", "collar")}
-        return finish_stage(tracked, outcome, out, started, extra=metrics)
+        return finish_stage(tracked, outcome, out, started, extra=metrics,
+                            max_unexpected_errors=params.common.max_unexpected_errors)
 
 
 @exit_on_user_error

@@ -148,9 +148,10 @@ def face_sr(
             if len(jobs) == 1:
                 raise
             logging.getLogger("face-sr").error("%s", exc)
-            failed.append(job.image.stem)
+            failed.append(f"{job.out.stem} ({exc})")
     if failed:
-        raise EarshotError(f"{len(failed)} of {len(jobs)} pairs failed ({', '.join(failed[:5])}): see the errors above")
+        more = f"; and {len(failed) - 5} more above" if len(failed) > 5 else ""
+        raise EarshotError(f"{len(failed)} of {len(jobs)} pairs failed: {'; '.join(failed[:5])}{more}")
 
 
 if __name__ == "__main__":

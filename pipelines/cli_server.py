@@ -19,12 +19,13 @@ ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (orchestr
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override: KEY=VALUE (YAML value)")]
 
 
-def _specs(params: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+def _specs(params: Path, overrides: list[str] | None, allow_remote: bool = False):  # type: ignore[no-untyped-def]
     from components.config import load_params
     from components.io import project_root
     from components.orchestration.servers import server_specs
 
-    cfg = load_params(params, parse_overrides(overrides or []))
+    extra = {"orchestration.allow_remote": True} if allow_remote else {}
+    cfg = load_params(params, {**parse_overrides(overrides or []), **extra})
     return server_specs(cfg, project_root(params.resolve().parent))
 
 
@@ -57,6 +58,8 @@ def server_up(
     timeout: Annotated[float, typer.Option(help="seconds to wait for both servers to answer")] = 180.0,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    allow_remote: Annotated[bool, typer.Option(
+        "--allow-remote", help="allow orchestration.host to be a non-loopback address (prints a warning)")] = False,
 ) -> None:
     """Start both servers in the background and wait until they answer.
 
@@ -68,7 +71,7 @@ def server_up(
 
     setup_logging()
     started = time.monotonic()
-    states = up(_specs(params, set_), timeout=timeout)
+    states = up(_specs(params, set_, allow_remote), timeout=timeout)
     _table(states)
     typer.echo(f"ready in {time.monotonic() - started:.1f} s. Prefect UI {states[0].spec.url}, "
                f"MLflow UI {states[1].spec.url}. To use them from a shell:")

@@ -23,7 +23,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     inputs = [params.download.input] if params.download.source == "manifest" else []
     with stage_run("download", params, inputs=inputs) as tracked:
         outcome = run_stage(params, out, progress=progress)
-        return finish_stage(tracked, outcome, out, started)
+        return finish_stage(tracked, outcome, out, started,
+                            max_unexpected_errors=params.common.max_unexpected_errors)
 
 
 @exit_on_user_error

@@ -21,7 +21,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     with stage_run("faces", params, inputs=[raw]) as tracked:
         outcome = run_stage(params, raw, out, progress=progress)
         recropped = sum(bool(r.get("recropped")) for r in outcome.records)
-        return finish_stage(tracked, outcome, out, started, extra={"recropped": recropped})
+        return finish_stage(tracked, outcome, out, started, extra={"recropped": recropped},
+                            max_unexpected_errors=params.common.max_unexpected_errors)
 
 
 @exit_on_user_error

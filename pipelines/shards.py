@@ -29,7 +29,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
         outcome = write_shards(params, raw, faces, audio, out, progress=progress)
         splits = summarize(out, verify=False)["splits"]
         extra = {f"{split}.{k}": s[k] for split, s in splits.items() for k in ("clips", "speakers", "hours")}
-        summary = finish_stage(tracked, outcome, out, started, extra)
+        summary = finish_stage(tracked, outcome, out, started, extra,
+                               max_unexpected_errors=params.common.max_unexpected_errors)
         tracked.log_artifact(out / "index.json")
     return summary
 

@@ -21,9 +21,12 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from components.errors import EarshotError
 
 UNKNOWN_SPEAKERS = frozenset({"", "unknown"})
 MIN_EMBED_S = 0.3  # less voiced audio than this gives no usable voice embedding
@@ -31,10 +34,26 @@ MIN_EMBED_S = 0.3  # less voiced audio than this gives no usable voice embedding
 
 @functools.cache
 def _encoder() -> Any:
-    """The resemblyzer encoder on CPU, loaded once per process (~1 s)."""
+    """The resemblyzer encoder on CPU with its shipped weights, loaded once per process (~1 s)."""
+    import resemblyzer
+
+    return load_voice_encoder(Path(resemblyzer.__file__).parent / "pretrained.pt")
+
+
+def load_voice_encoder(weights: Path) -> Any:
+    """A resemblyzer ``VoiceEncoder`` on the weights file ``weights``, which must pass
+    ``torch.load(weights_only=True)`` first (resemblyzer's own ``torch.load`` uses torch's
+    default, which is a full unpickler before torch 2.6): a crafted file is refused, with
+    an error naming it, before anything else reads it."""
+    import torch
     from resemblyzer import VoiceEncoder
 
-    return VoiceEncoder("cpu", verbose=False)
+    try:
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
+        raise EarshotError(f"{weights}: not a loadable voice-encoder weights file: refused by the "
+                           f"weights-only loader ({type(exc).__name__})") from None
+    return VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
 
 
 def voice_embedding(audio: np.ndarray, sr: int) -> np.ndarray | None:

@@ -42,6 +42,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates, uniform_filter1d
 
 from components.audio.extract import window
+from components.media.read import frame_array
 
 SMOOTH_S = 0.12  # low-pass: a 3-frame moving average at 25 fps
 HIGHPASS_S = 0.5  # high-pass: subtract the moving average over ~13 frames at 25 fps
@@ -118,7 +119,8 @@ def gray_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Decode every frame of a video as grey ``(H, W)`` uint8, one at a time.
 
     The face crops are already at the pipeline frame rate (one frame per ``1/fps``),
-    so frames are taken as they are, without resampling.
+    so frames are taken as they are, without resampling; like every video decode they
+    are upright as displayed (:func:`components.media.read.frame_array`).
     """
     import av
 
@@ -126,7 +128,7 @@ def gray_frames(path: str | Path) -> Iterator[np.ndarray]:
         stream = container.streams.video[0]
         stream.thread_count = 1  # the stage parallelises over clips with processes
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="gray")
+            yield frame_array(frame, "gray")
 
 
 def mouth_signal(crop_path: str | Path, track_path: str | Path) -> np.ndarray:

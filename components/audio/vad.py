@@ -49,6 +49,9 @@ class SileroVAD:
         from silero_vad import load_silero_vad
 
         self.threshold = threshold
+        # The ONNX build, not the TorchScript one: an ONNX file is a protobuf graph of
+        # standard operators, data only, so loading it cannot run code (no custom-op
+        # library is registered); a TorchScript archive is a pickle.
         self.model = load_silero_vad(onnx=True)
 
     def __call__(self, audio: np.ndarray, sr: int) -> list[Segment]:
@@ -89,6 +92,47 @@ def _import_pyannote() -> Any:
     return pyannote.audio
 
 
+def _load_pyannote_model(path: Path, model_base: type) -> Any:
+    """A pyannote segmentation model rebuilt from the Lightning checkpoint at ``path``,
+    which is read with ``torch.load(weights_only=True)`` so that a crafted file cannot run
+    code (pyannote's own ``Model.from_pretrained`` unpickles with ``weights_only=False``).
+
+    The only classes allowed besides tensors are pyannote's task specifications; the
+    model class named in the file must be a pyannote ``Model`` from ``pyannote.audio.models``.
+    It is built the way Lightning builds it: ``Klass(**hyper_parameters)``, then
+    ``on_load_checkpoint`` (specifications and task layers), then the state dict.
+    """
+    import importlib
+
+    import torch
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+    key = "audio.pyannote_checkpoint"
+    try:
+        with torch.serialization.safe_globals([Specifications, Problem, Resolution]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
+        raise ConfigError(f"{key}: {path} is not a loadable pyannote model: refused by the weights-only loader "
+                          f"({type(exc).__name__}; a checkpoint may hold tensors and pyannote specifications only)") from None
+    try:
+        architecture = ckpt["pyannote.audio"]["architecture"]
+        module_name, class_name = str(architecture["module"]), str(architecture["class"])
+        state, hyper = ckpt["state_dict"], dict(ckpt.get("hyper_parameters", {}))
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{key}: {path} is not a loadable pyannote model: no {exc} entry") from None
+    if not module_name.startswith("pyannote.audio.models."):
+        raise ConfigError(f"{key}: {path} is not a loadable pyannote model: class {module_name}.{class_name} "
+                          "is not one of pyannote.audio.models")
+    klass = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(klass, type) and issubclass(klass, model_base)):
+        raise ConfigError(f"{key}: {path} is not a loadable pyannote model: {module_name}.{class_name} "
+                          "is not a pyannote Model")
+    model = klass(**hyper)
+    model.on_load_checkpoint(ckpt)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 class PyannoteVAD:
     """pyannote.audio's voice activity pipeline on a local segmentation checkpoint.
 
@@ -101,9 +145,7 @@ class PyannoteVAD:
         pyannote_audio = _import_pyannote()
         from pyannote.audio.pipelines import VoiceActivityDetection
 
-        model = pyannote_audio.Model.from_pretrained(str(checkpoint))
-        if model is None:
-            raise ConfigError(f"audio.pyannote_checkpoint: {checkpoint} did not load a model")
+        model = _load_pyannote_model(Path(checkpoint), pyannote_audio.Model)
         self.pipeline = VoiceActivityDetection(segmentation=model)
         hyper: dict[str, float] = {"min_duration_on": MIN_SPEECH_S, "min_duration_off": MIN_SILENCE_S}
         if not model.specifications.powerset:

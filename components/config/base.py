@@ -121,8 +121,14 @@ def parse(model: type[ModelT], tree: Mapping[str, Any] | None, source: str) -> M
 
 def load(model: type[ModelT], path: str | Path, overrides: Mapping[str, Any] | None) -> ModelT:
     """``model`` from the (partial) params file ``path``, completed from the project's params
-    file, then changed by ``overrides`` (dotted keys, e.g. ``{"faces.detect_every": 3}``)."""
+    file, then changed by ``overrides`` (dotted keys, e.g. ``{"faces.detect_every": 3}``).
+
+    A ``path`` that is not a file is an error naming it: a mistyped ``--params`` must never
+    run silently on the project's values."""
     path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a params file" if path.is_dir() else "no such params file"
+        raise ConfigError(f"{path}: {what}")
     tree = merge_trees(read_tree(path), read_tree(project_params_path()), model)
     for key, value in (overrides or {}).items():
         set_dotted(tree, key, value)

@@ -22,6 +22,8 @@ class CommonParams(Section):
     sample_rate: int = Field(ge=8000, le=48000, description="pipeline audio rate (mono)")
     data_dir: str = Field(description="root folder of every stage's outputs")
     workers: int = Field(ge=1, description="processes for per-video work inside a stage")
+    max_unexpected_errors: int = Field(ge=0, description="a stage fails when more items than this raise an "
+                                       "unexpected error (a bug, not bad input), or all of them do")
 
 
 class SynthParams(Section):
@@ -47,7 +49,9 @@ class DownloadParams(Section):
     concurrency: int = Field(ge=1, le=64)
     retries: int = Field(ge=0, le=20)
     backoff_seconds: float = Field(ge=0)
-    timeout_seconds: float = Field(gt=0)
+    timeout_seconds: float = Field(gt=0, description="per socket read; also the grace before the rate is checked")
+    deadline_seconds: float = Field(gt=0, description="total time one download may take, retries included")
+    min_bytes_per_second: float = Field(ge=0, description="an attempt slower than this on average is abandoned")
     max_bytes: int = Field(gt=0, description="refuse downloads larger than this")
     extensions: list[str] = Field(description="video files a local folder or a manifest may hold")
     ytdlp_format: str = Field(description="yt-dlp format selector for YouTube rows "

@@ -8,11 +8,22 @@ it accepts. Fields without a default are required; a ``None`` default is a docum
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from components.config.base import Section
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: ``localhost``, 127.0.0.0/8, ::1."""
+    if host.strip().lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
 
 
 class TrackingParams(Section):
@@ -28,7 +39,10 @@ class OrchestrationParams(Section):
     """Prefect and MLflow servers, the pipeline and ablation flows, fan-out of per-video work.
     Not a stage. Ports may also come from $EARSHOT_PREFECT_PORT / $EARSHOT_MLFLOW_PORT."""
 
-    host: str = Field(description="the servers bind here (local only by default)")
+    host: str = Field(description="the servers bind here: a loopback address (127.0.0.0/8, ::1, localhost) "
+                                  "unless allow_remote")
+    allow_remote: bool = Field(description="let host be a non-loopback address (the UIs have no login: anyone "
+                                           "who reaches the port can read and start runs); a warning is printed")
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     state_dir: str = Field(description="servers' SQLite databases, PID files and logs")
@@ -40,6 +54,14 @@ class OrchestrationParams(Section):
                                             "of that kind (needs a Prefect server; off: the plain pool)")
     stage_retries: int = Field(ge=0, description="retries of a pipeline-flow stage after a transient failure")
     retry_delay_seconds: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _local_unless_allowed(self) -> "OrchestrationParams":
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(f"host {self.host!r} is not a loopback address (127.0.0.1, ::1, localhost): the servers "
+                             "would be reachable from other machines; set orchestration.allow_remote: true "
+                             "(or `earshot server up --allow-remote`) to allow it")
+        return self
 
 
 class SweepParams(Section):

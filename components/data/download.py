@@ -18,7 +18,7 @@ thread pool (the work is I/O, ffmpeg subprocesses and PyAV decoding, all of whic
 release the GIL), which gives resume and pruning. On top of the runner's resume, a
 rerun re-checks the previous results first (:func:`forget_stale`): an item whose file
 is gone or no longer matches its recorded sha256 is redone, and so is an item whose
-download failed (network errors are often transient).
+download failed or timed out (network errors are often transient).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import pandas as pd
 
 from components.config import DownloadParams, Params
 from components.data.sources.fetch import fetch_http, fetch_youtube, place_file, trim_args, trim_segment
-from components.data.sources.local import scan_folder
+from components.data.sources.local import not_a_video_file, scan_folder
 from components.data.sources.manifest import ManifestRow, read_manifest
 from components.errors import Rejected
 from components.io import atomic_path, file_identity, fingerprint, sha256_file
@@ -53,6 +53,7 @@ SOURCES_DIR = ".sources"  # per-run cache of fetched source videos, below data/r
 SPEAKERS = "speakers.parquet"
 RTTM = "speech.rttm"
 SYNTH_CLIPS = "clips.parquet"
+RETRIED_REASONS = ("download_failed", "download_timeout")  # worth another try on the next run
 
 # Extension for a fetched file whose URL does not tell, from the demuxer PyAV picked.
 CONTAINER_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi", "mpeg": ".mpg",
@@ -79,11 +80,7 @@ def run_stage(params: Params, out_dir: str | Path, *, progress: bool = True) -> 
         items = local_items(cfg)
         work = partial(ingest_local, out_dir=out_dir, extensions=tuple(cfg.extensions))
     else:
-        entries, errors = read_manifest(cfg.input)
-        for err in errors:
-            outcome.reject(err.key, "bad_manifest_row", err.detail, err.source)
-        items = [Item(e.row.key, payload=e.row.model_dump(mode="json"), identity=e.row.model_dump(mode="json"),
-                      source=e.row.url) for e in entries]
+        items = manifest_items(cfg, outcome)
         cache = SourceCache(out_dir / SOURCES_DIR, cfg, urls=[it.payload["url"] for it in items])
         work = partial(fetch_clip, out_dir=out_dir, cache=cache, extensions=tuple(cfg.extensions))
         # What shapes a fetched clip's bytes; retries, timeouts and concurrency do not.
@@ -148,8 +145,8 @@ def forget_stale(out_dir: Path, items: list[Item], pool: cf.Executor) -> None:
         except (FileNotFoundError, ValueError):
             return
         record = state.get("record") or {}
-        if state.get("status") == "rejected" and record.get("reason") == "download_failed":
-            log.info("%s: the download failed last time; trying again", item.key)
+        if state.get("status") == "rejected" and record.get("reason") in RETRIED_REASONS:
+            log.info("%s: the download failed or timed out last time; trying again", item.key)
             sidecar.unlink(missing_ok=True)
         elif state.get("status") == "ok":
             path = out_dir / record.get("path", "")
@@ -193,14 +190,20 @@ def index_in_place(item: Item, *, out_dir: Path) -> dict[str, Any]:
 
 
 def local_items(cfg: DownloadParams) -> list[Item]:
-    clips = scan_folder(cfg.input, cfg.layout, cfg.extensions)
-    return [Item(c.key, payload={"src": str(c.path)}, identity=file_identity(c.path), source=str(c.path))
-            for c in clips]
+    """The folder's videos as items; an entry that is no video file keeps its problem as identity."""
+    items = []
+    for clip in scan_folder(cfg.input, cfg.layout, cfg.extensions):
+        problem = not_a_video_file(clip.path)
+        identity = {"path": str(clip.path), "problem": problem} if problem else file_identity(clip.path)
+        items.append(Item(clip.key, payload={"src": str(clip.path)}, identity=identity, source=str(clip.path)))
+    return items
 
 
 def ingest_local(item: Item, *, out_dir: Path, extensions: tuple[str, ...]) -> dict[str, Any]:
     """Probe a local video, then hard-link (or copy) it to ``data/raw/<key><ext>``."""
     src = Path(item.payload["src"])
+    if problem := not_a_video_file(src):
+        raise Rejected("unreadable", f"{src} is {problem}")
     info = probe(src)  # before placing: broken files never enter data/raw
     rel = f"{item.key}{src.suffix.lower()}"
     dest = out_dir / rel
@@ -210,6 +213,20 @@ def ingest_local(item: Item, *, out_dir: Path, extensions: tuple[str, ...]) -> d
 
 
 # ----------------------------------------------------------------------------- manifest
+
+
+def manifest_items(cfg: DownloadParams, outcome: Outcome) -> list[Item]:
+    """The manifest's valid rows as items; its bad rows go to ``outcome``'s quarantine."""
+    entries, errors = read_manifest(cfg.input)
+    if not entries and not errors:
+        log.warning("%s: the manifest has no rows; nothing to download", cfg.input)
+    for err in errors:
+        outcome.reject(err.key, "bad_manifest_row", err.detail, err.source)
+    items = []
+    for entry in entries:
+        row = entry.row.model_dump(mode="json")  # the row is both the work and its identity
+        items.append(Item(entry.row.key, payload=row, identity=row, source=entry.row.url))
+    return items
 
 
 @dataclass(frozen=True)
@@ -250,19 +267,22 @@ class SourceCache:
             if url not in self._results:
                 try:
                     self._results[url] = self._fetch(url, kind)
-                except Rejected as exc:
-                    self._results[url] = exc
+                except Rejected as exc:  # kept without its traceback: that would hold every frame alive
+                    self._results[url] = Rejected(exc.reason, exc.detail)
         result = self._results[url]
         if isinstance(result, Rejected):
             raise Rejected(result.reason, result.detail)
         return result
 
     def release(self, url: str) -> None:
-        """One item that needed ``url`` is done; delete the source after the last one."""
+        """One item that needed ``url`` is done; after the last one, forget it and delete the source."""
         with self._lock:
             self._pending[url] -= 1
             last = self._pending[url] == 0
             result = self._results.get(url)
+            if last:  # a manifest of 100,000 rows must not keep 100,000 results alive
+                for table in (self._pending, self._results, self._url_locks):
+                    table.pop(url, None)
         if last and isinstance(result, Fetched) and result.path.is_relative_to(self.folder):
             result.path.unlink(missing_ok=True)
 
@@ -276,15 +296,19 @@ class SourceCache:
         url_ext = url_ext if url_ext in {e.lower() for e in cfg.extensions} else ""
         if kind == "file":
             path = Path(url2pathname(urlsplit(url).path))
+            if problem := not_a_video_file(path):
+                raise Rejected("unreadable", f"{url}: {path} is {problem}")
         elif kind == "youtube":
             self.folder.mkdir(parents=True, exist_ok=True)
             path = fetch_youtube(url, stem, fmt=cfg.ytdlp_format, timeout=cfg.timeout_seconds,
-                                 retries=cfg.retries, max_bytes=cfg.max_bytes)
+                                 retries=cfg.retries, max_bytes=cfg.max_bytes, deadline_seconds=cfg.deadline_seconds,
+                                 min_bytes_per_second=cfg.min_bytes_per_second)
             url_ext = path.suffix.lower()
         else:
             path = stem.with_suffix(url_ext or ".bin")
             fetch_http(url, path, timeout=cfg.timeout_seconds, max_bytes=cfg.max_bytes, retries=cfg.retries,
-                       backoff_seconds=cfg.backoff_seconds)
+                       backoff_seconds=cfg.backoff_seconds, deadline_seconds=cfg.deadline_seconds,
+                       min_bytes_per_second=cfg.min_bytes_per_second)
         info = probe(path)
         ext = url_ext or CONTAINER_EXT.get(info.container, f".{info.container.split(',')[0]}")
         return Fetched(path, info, sha256_file(path), ext)

@@ -160,6 +160,19 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _nothing_kept(counts: pd.DataFrame) -> str:
+    """The report's first line when no item came through every stage (else nothing)."""
+    last = counts[counts["stage"] == "shards"]
+    if counts.empty or (len(last) and int(last["kept"].iloc[0]) > 0):  # no stage ran yet, or clips came through
+        return ""
+    first = counts[counts["stage"] == "download"]
+    inputs = int(first["kept"].iloc[0] + first["rejected"].iloc[0]) if len(first) else 0
+    if inputs == 0:
+        return "\n**No clip was kept: the input had no items.** Every stage ran on zero items.\n\n"
+    return (f"\n**No clip was kept: all {inputs} input items were rejected** "
+            "(see the rejections below). Every later stage ran on zero items.\n\n")
+
+
 def build_report(data_dir: str | Path, out_dir: str | Path, *, contact_sheet_clips: int = 24,
                  fps: int = 25) -> dict[str, Any]:
     """Write report.md, metrics.json, contact_sheet.png, sync.png; return the metrics."""
@@ -186,7 +199,7 @@ def build_report(data_dir: str | Path, out_dir: str | Path, *, contact_sheet_cli
                         if isinstance(v, (int, float))})
     write_json_atomic(out_dir / "metrics.json", metrics)
 
-    md = ["# Data report\n", "## Items per stage\n", _markdown_table(counts),
+    md = ["# Data report\n", _nothing_kept(counts), "## Items per stage\n", _markdown_table(counts),
           "\n## Rejections by reason\n", _markdown_table(reasons),
           "\n## Duration kept (seconds of video)\n",
           _markdown_table(pd.DataFrame([{k: round(v, 1) for k, v in seconds.items()}])) if seconds else "_none_\n"]

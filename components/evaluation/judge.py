@@ -179,6 +179,9 @@ class OnnxFaceEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # An ONNX model is a protobuf graph of standard operators and tensors, data only:
+        # loading it cannot run code. No custom-op library is registered (that would load
+        # native code), so an unknown operator is refused as unloadable.
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types

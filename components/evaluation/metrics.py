@@ -113,7 +113,14 @@ def load_lpips(alexnet_weights: str | Path | None = None) -> nn.Module | None:
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated ``pretrained=False``
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    trunk = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        trunk = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
+        raise EarshotError(f"{path}: evaluate.lpips_alexnet_path: not loadable AlexNet weights: refused by the "
+                           f"weights-only loader ({type(exc).__name__})") from None
+    if not isinstance(trunk, dict):
+        raise EarshotError(f"{path}: evaluate.lpips_alexnet_path: not torchvision's AlexNet weights "
+                           f"(a {type(trunk).__name__}, not a state dict)")
     # lpips splits torchvision's ``features`` Sequential into slices that keep the indices
     # as module names: features.3.weight lives at net.slice2.3.weight.
     where = {name: f"net.{slice_name}.{name}" for slice_name, part in model.net.named_children()

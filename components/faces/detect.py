@@ -57,7 +57,11 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _session(threads: int) -> ort.InferenceSession:
-    """One ONNX session per process (sessions cannot be pickled to spawned workers)."""
+    """One ONNX session per process (sessions cannot be pickled to spawned workers).
+
+    The RetinaFace model is ONNX: a protobuf graph of standard operators and tensors, data
+    only, so loading it cannot run code; no custom-op library is registered.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -29,17 +29,32 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+MAX_IMAGE_PIXELS = 50_000_000
+"""Larger images are refused before decoding: a face photo needs far fewer pixels, and a
+tiny PNG can claim 30000x30000 (2.7 GB decoded), a decompression bomb."""
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 RGB uint8; a one-line error naming ``path`` otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as HxWx3 RGB uint8, upright as displayed (its EXIF orientation
+    applied, as a phone's photo viewer does); a one-line error naming ``path`` otherwise,
+    an image over ``MAX_IMAGE_PIXELS`` included (its size is read from the header, before
+    any pixel is decoded)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise EarshotError(f"{path}: no such image file")
     try:
         with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise EarshotError(f"{path}: image too large ({width}x{height} pixels, at most "
+                                   f"{MAX_IMAGE_PIXELS:,} read): possibly a decompression bomb")
+            return np.array(ImageOps.exif_transpose(img).convert("RGB"))
+    except Image.DecompressionBombError:  # over PIL's own limit: the header alone said so
+        raise EarshotError(f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS * 2:,} pixels): "
+                           "possibly a decompression bomb") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise EarshotError(f"{path}: not an image ({type(exc).__name__})") from None
 
 

@@ -9,7 +9,17 @@ and *decodes*:
   catches garbage, unknown codecs and broken stream headers;
 * the frames of the last second (after a seek), which catches truncation: when the
   index is at the front of the file (``+faststart`` MP4, Matroska cues, MPEG-PS), a
-  file cut short still opens and its first frames decode, but the tail does not.
+  file cut short still opens and its first frames decode, but the tail does not. The
+  decode must also *reach* the end the index records: with a single keyframe the seek
+  lands at the start and whatever is left decodes, so a video whose last decoded frame
+  ends more than :data:`TRUNCATION_TOLERANCE_S` before its stream's recorded end is
+  rejected as ``truncated`` (not kept at its decoded length: the container's duration
+  and frame count, and the audio cut at another point, would be wrong for every stage
+  that reads them, and a cut file is usually a broken transfer that a retry repairs).
+
+The reported ``width`` x ``height`` is the frame as displayed: the display matrix's
+rotation (``rotation``, which :func:`components.media.read.frame_array` applies) is
+taken from the first decoded frame.
 
 It costs one GOP at each end, not a full decode, so it is cheap enough to run on every
 file that enters ``data/raw``. Failures raise :class:`~components.errors.Rejected` with
@@ -26,6 +36,7 @@ from pathlib import Path
 import av
 
 from components.errors import Rejected
+from components.media.read import quarter_turns
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,11 @@ needs a few packets (B-frame delay, an audio priming frame), never hundreds."""
 
 TAIL_SECONDS = 1.0
 """How far before the end the truncation check seeks (then decodes to the end)."""
+
+TRUNCATION_TOLERANCE_S = 0.5
+"""How much earlier than its stream's recorded end a video's decoded frames may stop.
+Intact files end within a frame of it (edit lists and VFR included); a cut one stops
+seconds short."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +63,9 @@ class MediaInfo:
     duration_s: float
     has_video: bool
     has_audio: bool
-    width: int
+    width: int  # as displayed (after ``rotation``)
     height: int
+    rotation: int  # degrees counter-clockwise the display turns the stored pixels (0, 90, 180, 270)
     fps: float
     n_frames: int  # from the container when it records it, else round(duration_s * fps)
     vcodec: str
@@ -61,10 +78,10 @@ def probe(path: str | Path) -> MediaInfo:
     """Read the stream layout of ``path`` and decode a frame at each end.
 
     Raises :class:`Rejected` with ``unreadable`` (missing path, a folder, no permission),
-    ``empty_file``, ``corrupt`` (not a media container, or a frame fails to decode, or
-    the file is truncated), ``no_video_stream`` or ``unsupported_codec`` (no decoder for
-    the video codec). A missing audio stream is reported (``has_audio``), not rejected:
-    only stages that need the audio reject it.
+    ``empty_file``, ``corrupt`` (not a media container, or a frame fails to decode),
+    ``truncated`` (the index is there but the frames stop short of it), ``no_video_stream``
+    or ``unsupported_codec`` (no decoder for the video codec). A missing audio stream is
+    reported (``has_audio``), not rejected: only stages that need the audio reject it.
     """
     path = Path(path)
     size = _readable_size(path)
@@ -84,7 +101,7 @@ def probe(path: str | Path) -> MediaInfo:
             log.warning("%s: FFmpeg has no decoder for the audio codec; treating the file as silent", path)
             audio = None
         duration = _duration(container, video)
-        _decode_head(container, path, video, audio)
+        rotation = _decode_head(container, path, video, audio)
         _decode_tail(container, path, video, duration)
         fps = float(video.average_rate or video.guessed_rate or video.base_rate or 0)
         n_frames = int(video.frames) or int(round(duration * fps))
@@ -97,8 +114,9 @@ def probe(path: str | Path) -> MediaInfo:
             duration_s=duration,
             has_video=True,
             has_audio=audio is not None,
-            width=int(ctx.width),
-            height=int(ctx.height),
+            width=int(ctx.height if rotation % 180 else ctx.width),
+            height=int(ctx.width if rotation % 180 else ctx.height),
+            rotation=rotation,
             fps=fps,
             n_frames=n_frames,
             vcodec=ctx.name,
@@ -131,14 +149,20 @@ def _duration(container: av.container.InputContainer, video: av.VideoStream) -> 
 
 
 def _decode_head(container: av.container.InputContainer, path: Path, video: av.VideoStream,
-                 audio: av.AudioStream | None) -> None:
-    """Decode the first video frame (and first audio frame) or raise ``corrupt``."""
+                 audio: av.AudioStream | None) -> int:
+    """Decode the first video frame (and first audio frame) or raise ``corrupt``.
+
+    Returns the video's display rotation (degrees counter-clockwise, 0/90/180/270).
+    """
     need = {video.index} | ({audio.index} if audio is not None else set())
     streams = [video] + ([audio] if audio is not None else [])
+    rotation = 0
     try:
         for n, packet in enumerate(container.demux(streams)):
-            if packet.stream.index in need and packet.decode():
+            if packet.stream.index in need and (frames := packet.decode()):
                 need.discard(packet.stream.index)
+                if packet.stream.index == video.index:
+                    rotation = quarter_turns(frames[0]) * 90
             if not need or n >= MAX_HEAD_PACKETS:
                 break
     except av.error.FFmpegError as exc:
@@ -146,22 +170,54 @@ def _decode_head(container: av.container.InputContainer, path: Path, video: av.V
     if need:
         kinds = ", ".join(sorted(s.type for s in streams if s.index in need))
         raise Rejected("corrupt", f"{path}: no decodable {kinds} frame at the start of the file")
+    return rotation
 
 
 def _decode_tail(container: av.container.InputContainer, path: Path, video: av.VideoStream,
                  duration: float) -> None:
-    """Seek to the last second and decode to the end, or raise ``corrupt`` (truncated)."""
+    """Seek to the last second and decode to the end, or raise ``truncated`` (the frames
+    stop well before the video's recorded end, or none decodes there) or ``corrupt``
+    (a damaged tail that still reaches the end)."""
     target = max(0.0, duration - TAIL_SECONDS)
-    frames = 0
+    frames, decoded_end, failure = 0, None, None
     try:
         container.seek(int(target * av.time_base), backward=True)
         video.codec_context.flush_buffers()
         for packet in container.demux(video):
-            frames += len(packet.decode())
+            for frame in packet.decode():
+                frames += 1
+                decoded_end = _frame_end(frame, video, decoded_end)
     except av.error.FFmpegError as exc:
-        raise Rejected("corrupt", f"{path}: truncated or damaged near t={target:.2f}s ({_why(exc)})") from None
+        failure = _why(exc)
     if frames == 0:
-        raise Rejected("corrupt", f"{path}: no video frame decodes in the last {TAIL_SECONDS:g}s (truncated?)")
+        why = f" ({failure})" if failure else ""
+        raise Rejected("truncated", f"{path}: no video frame decodes in the last {TAIL_SECONDS:g}s{why}")
+    recorded_end = _recorded_end(video)
+    if recorded_end is not None and decoded_end is not None and recorded_end - decoded_end > TRUNCATION_TOLERANCE_S:
+        start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+        raise Rejected("truncated", f"{path}: the video decodes to {decoded_end - start:.2f}s but the container "
+                                    f"records {recorded_end - start:.2f}s (file cut short)")
+    if failure:
+        raise Rejected("corrupt", f"{path}: damaged near t={target:.2f}s ({failure})")
+
+
+def _frame_end(frame: av.VideoFrame, video: av.VideoStream, latest: float | None) -> float | None:
+    """The later of ``latest`` and the time ``frame`` stops showing (its pts plus its duration)."""
+    if frame.time is None:
+        return latest
+    step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+    if not step:
+        rate = float(video.average_rate or video.guessed_rate or 0)
+        step = 1.0 / rate if rate else 0.0
+    end = float(frame.time) + step
+    return end if latest is None else max(latest, end)
+
+
+def _recorded_end(video: av.VideoStream) -> float | None:
+    """The end time (seconds) the container's index records for the video stream, if any."""
+    if video.duration is None or video.time_base is None or not video.duration:
+        return None
+    return float((video.start_time or 0) + video.duration) * float(video.time_base)
 
 
 def _why(exc: BaseException) -> str:

@@ -20,6 +20,11 @@ file with PyAV, so every file in ``data/raw`` is known to decode here.
 
 Frames are decoded one at a time and only the last two are kept (nearest-frame choice
 needs one frame of lookahead), so memory is flat on hour-long 1080p videos.
+
+Frames come out **as a player shows them**: a phone stores its pixels sideways and
+records the turn in the stream's display matrix (the legacy ``rotate`` tag becomes one
+too); :func:`frame_array` applies it, as the ffmpeg CLI's autorotate does, so a face
+is upright in every stage that decodes video through this module.
 """
 
 from __future__ import annotations
@@ -36,6 +41,27 @@ from components.errors import Rejected
 TIE_TOLERANCE_S = 1e-6
 """Two source frames this close to equally near an output time count as a tie (the
 earlier wins), so float noise in timestamps never flips the choice."""
+
+
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """How many quarter turns counter-clockwise the display gives ``frame`` (0-3): its
+    display matrix's rotation, rounded to the nearest quarter (phones record only those)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def frame_array(frame: av.VideoFrame, format: str = "rgb24", size: tuple[int, int] | None = None) -> np.ndarray:
+    """``frame`` as an array in display orientation (its display matrix's rotation applied).
+
+    ``size=(width, height)`` is the size of the *displayed* frame; the scaling happens
+    in the conversion, before the turn (:func:`quarter_turns`). A frame without rotation
+    is returned exactly as ``to_ndarray`` gives it.
+    """
+    turns = quarter_turns(frame)
+    width, height = size or (None, None)
+    if turns % 2:
+        width, height = height, width
+    array = frame.to_ndarray(format=format, width=width, height=height)
+    return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
 
 
 def nearest_frames(times: Iterable[float], fps: float, nominal_fps: float | None = None) -> Iterator[tuple[int, int]]:
@@ -82,7 +108,8 @@ def iter_frames(
     Frames are read-only: when the source rate is below ``fps`` consecutive outputs
     share one array.
 
-    ``size=(width, height)`` scales frames while converting them to RGB (cheaper than
+    Frames are upright as displayed (see :func:`frame_array`); ``size=(width, height)``
+    (of the displayed frame) scales them while converting them to RGB (cheaper than
     afterwards). ``threads`` is the decoder's thread count: 1 by default because stages
     parallelise over files with processes; 0 lets FFmpeg choose. A file that cannot be
     opened, has no video stream or fails to decode raises :class:`Rejected`.
@@ -106,12 +133,11 @@ def iter_frames(
                 recent.pop(j - 2, None)
                 yield frame.time if frame.time is not None else j / (nominal or fps)
 
-        width, height = size or (None, None)
         pos, array, n = -1, None, 0
         try:
             for i, j in nearest_frames(times(), fps, nominal):
                 if j != pos:
-                    array = recent[j].to_ndarray(format="rgb24", width=width, height=height)
+                    array = frame_array(recent[j], "rgb24", size)
                     array.flags.writeable = False  # shared by the outputs that repeat it
                     pos = j
                 n += 1

@@ -26,6 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -42,10 +43,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _limit_threads() -> None:
-    """Worker initializer: one BLAS/OpenMP thread per process (workers are the parallelism)."""
+PARENT_POLL_SECONDS = 0.5
+
+
+def _init_worker(parent: int) -> None:
+    """Worker initializer: one BLAS/OpenMP thread per process (workers are the parallelism),
+    and the worker dies with the stage process that spawned it.
+
+    A pool worker waits on a queue whose other end every worker holds too, so a stage
+    killed outright (SIGKILL, the OOM killer) would leave its workers waiting forever, and
+    with them the multiprocessing resource tracker (it ends when the last process sharing
+    it does). A daemon thread here watches the parent (``parent``, the pid of the process
+    that made the pool: a worker still starting up when it was killed has been adopted by
+    another process already) and ends the worker as soon as it is gone. (The parent-death
+    signal would not do: Linux ties it to the parent *thread*, and a respawned pool is
+    started from whichever thread saw the old one break.)
+    """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)  # no cleanup: the parent that would collect our results is gone
 
 
 def default_executor(workers: int) -> cf.Executor | None:
@@ -56,7 +78,8 @@ def default_executor(workers: int) -> cf.Executor | None:
 
 
 def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_limit_threads)
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                  initargs=(os.getpid(),))
 
 
 class RespawningPool(cf.Executor):
@@ -168,7 +191,8 @@ def fanout(params: Params) -> Iterator[cf.Executor | None]:
         from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
         runner = (ThreadPoolTaskRunner(max_workers=workers) if orch.task_runner == "thread"
-                  else ProcessPoolTaskRunner(max_workers=workers, initializer=_limit_threads))
+                  else ProcessPoolTaskRunner(max_workers=workers, initializer=_init_worker,
+                                             initargs=(os.getpid(),)))
         with _prefect_executor(runner) as pool:
             yield pool
         return

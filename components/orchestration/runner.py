@@ -10,6 +10,9 @@ clip). :func:`run_items` runs a picklable ``work(item) -> record`` over the item
   worker process that dies outright (a segfault, the OOM killer) costs its own item only
   (:class:`~components.orchestration.executors.RespawningPool`; Dask reschedules on its
   own), quarantined as ``error``.
+* **A bug is not bad input.** An unexpected error's traceback goes to the log, and
+  :func:`fail_on_unexpected` (called once the tables are written) fails the stage when
+  more items than ``common.max_unexpected_errors`` failed that way, or all of them did.
 * **Resume.** After an item finishes, a small sidecar ``<out>/.items/<key>.json`` records
   its outcome and a fingerprint of (input identity, stage config). A rerun skips items
   whose fingerprint matches, so a stage killed midway picks up where it stopped; items
@@ -36,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from components.errors import StageFailed
 from components.io import atomic_path, fingerprint, write_json_atomic
 from components.orchestration.executors import default_executor
 from components.orchestration.items import Item, call_item
@@ -52,6 +56,7 @@ class Outcome:
     records: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # items reused from a previous run
+    unexpected: list[dict[str, Any]] = field(default_factory=list)  # {key, detail, where}: not input faults
 
     @property
     def counts(self) -> dict[str, int]:
@@ -63,6 +68,9 @@ class Outcome:
         self.quarantine.append(_quarantine_row(self.stage, key, source, reason, detail))
 
     def records_frame(self) -> pd.DataFrame:
+        """The kept items, by key; with nothing kept, a table of zero rows that still has ``key``."""
+        if not self.records:
+            return pd.DataFrame({"key": pd.Series(dtype=str)})
         return pd.DataFrame(sorted(self.records, key=lambda r: r["key"]))
 
     def quarantine_frame(self) -> pd.DataFrame:
@@ -118,6 +126,10 @@ def run_items(
         if status in ("ok", "rejected"):  # unexpected errors are retried next run
             write_json_atomic(_sidecar(side_dir, it.key),
                               {"status": status, "fingerprint": fp, "record": record, "source": it.source})
+        else:
+            log.error("%s: item %s failed with an unexpected error: %s\n%s", stage, it.key, record["detail"],
+                      record.get("traceback", "(no traceback: the worker process died)"))
+            outcome.unexpected.append({"key": it.key, "detail": record["detail"], "where": record.get("where", "")})
         _collect(outcome, it, status, record)
 
     own = executor is None and workers > 1
@@ -143,6 +155,22 @@ def run_items(
             pool.shutdown(cancel_futures=True)
     log.info("%s: %s", stage, outcome.counts)
     return outcome
+
+
+def fail_on_unexpected(outcome: Outcome, limit: int) -> None:
+    """Raise :class:`StageFailed` (one line) when the unexpected errors look like a bug.
+
+    That is: more than ``limit`` items failed unexpectedly, or every item of a non-empty
+    stage did. Known input faults (:class:`~components.errors.Rejected`) never count.
+    """
+    failed, total = len(outcome.unexpected), len(outcome.records) + len(outcome.quarantine)
+    if failed == 0 or (failed <= limit and failed < total):
+        return
+    first = min(outcome.unexpected, key=lambda e: e["key"])
+    where = f" in {first['where']}" if first["where"] else ""
+    raise StageFailed(f"{outcome.stage}: {failed} of {total} items failed with unexpected errors "
+                      f"(first: {first['key']}: {first['detail']}{where}; the limit is "
+                      f"common.max_unexpected_errors={limit}); see the log for tracebacks")
 
 
 def _collect(outcome: Outcome, it: Item, status: str, record: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import OrchestrationParams, Params
+from components.config.orchestration import is_loopback
 from components.errors import EarshotError
 from components.io import atomic_path
 from components.tracking import artifact_location, server_backend_uri
@@ -116,11 +117,22 @@ def server_ports(cfg: OrchestrationParams, environ: Mapping[str, str]) -> dict[s
     return ports
 
 
+def remote_bind_warning(cfg: OrchestrationParams) -> str | None:
+    """The warning for servers bound to a non-loopback ``cfg.host`` (allowed only with
+    ``orchestration.allow_remote``, which the params validation enforces), else None."""
+    if is_loopback(cfg.host):
+        return None
+    return (f"orchestration.host {cfg.host!r} is not a loopback address (allow_remote is on): the Prefect and "
+            "MLflow UIs have no login, anyone who reaches these ports can read and start runs")
+
+
 def server_specs(params: Params, root: Path, environ: Mapping[str, str] | None = None) -> list[ServerSpec]:
     """Both servers as configured by ``params.orchestration`` (and the environment)."""
 
     environ = os.environ if environ is None else environ
     cfg = params.orchestration
+    if remote := remote_bind_warning(cfg):
+        log.warning(remote)
     state = Path(cfg.state_dir) if Path(cfg.state_dir).is_absolute() else root / cfg.state_dir
     ports = server_ports(cfg, environ)
     prefect_home = state / "prefect"

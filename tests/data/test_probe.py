@@ -55,7 +55,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_good_file(media: dict[str, Path]) -> None:
     info = probe(media["good"])
-    assert (info.width, info.height, info.fps, info.n_frames) == (64, 48, 25.0, 50)
+    assert (info.width, info.height, info.rotation, info.fps, info.n_frames) == (64, 48, 0, 25.0, 50)
     assert info.duration_s == pytest.approx(2.0, abs=0.05)
     assert (info.vcodec, info.acodec, info.audio_rate, info.audio_channels) == ("h264", "aac", 16000, 1)
     assert info.has_video and info.has_audio
@@ -71,7 +71,7 @@ def test_silent_video_is_reported_not_rejected(media: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize(("name", "reason"), [
     ("truncated", "corrupt"),
-    ("truncated_faststart", "corrupt"),
+    ("truncated_faststart", "truncated"),
     ("random", "corrupt"),
     ("audio_only", "no_video_stream"),
     ("empty", "empty_file"),

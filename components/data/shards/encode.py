@@ -5,6 +5,7 @@ does not match the upstream index rejects the clip (:class:`~components.errors.R
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from components.errors import Rejected
+from components.orchestration.items import call_item
 
 
 def encode_clip(clip: dict[str, Any], *, faces_dir: str, audio_dir: str, jpeg_quality: int,
@@ -101,10 +103,7 @@ def _flac(audio: np.ndarray, sample_rate: int) -> bytes:
 
 
 def encode_or_reject(clip: dict[str, Any], **kwargs: Any) -> tuple[str, dict[str, Any]]:
-    """:func:`encode_clip` as data (crosses process boundaries): ("ok", row) or ("rejected", why)."""
-    try:
-        return "ok", encode_clip(clip, **kwargs)
-    except Rejected as exc:
-        return "rejected", {"reason": exc.reason, "detail": exc.detail}
-    except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the stage
-        return "rejected", {"reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
+    """:func:`encode_clip` as data (crosses process boundaries), reported as every stage's
+    items are (:func:`~components.orchestration.items.call_item`): ("ok", media),
+    ("rejected", why) for an input fault, ("error", why with its traceback) for a bug."""
+    return call_item(functools.partial(encode_clip, **kwargs), clip)

@@ -88,6 +88,8 @@ def _read_index(folder: Path, stage: str, columns: list[str]) -> pd.DataFrame:
     path = folder / "index.parquet"
     if not path.exists():
         raise EarshotError(f"{path}: not found (run the {stage} stage first)")
+    if pq.read_metadata(path).num_rows == 0:  # the stage kept nothing: its table may have no columns
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     missing = [c for c in columns if c not in pq.read_schema(path).names]
     if missing:
         raise EarshotError(f"{path}: missing columns {missing} (see the data layout contract)")

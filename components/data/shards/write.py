@@ -172,7 +172,13 @@ def write_shards(params: Params, raw_dir: str | Path, faces_dir: str | Path, aud
         try:
             for plan, fp in todo:
                 entry = _write_shard(out_dir, plan, fp, schema, attributes, cfg.row_group_size, results)
-                if not any(r["reason"] == "error" for r in entry["rejected"]):  # unexpected errors: retry next run
+                for rej in entry["rejected"]:
+                    if "traceback" in rej:  # a bug, not an input fault: logged, counted, retried next run
+                        log.error("%s: clip %s failed with an unexpected error: %s\n%s", STAGE, rej["key"],
+                                  rej["detail"], rej.pop("traceback"))
+                        outcome.unexpected.append({"key": rej["key"], "detail": rej["detail"],
+                                                   "where": rej.pop("where", "")})
+                if not any(r["reason"] == "error" for r in entry["rejected"]):
                     write_json_atomic(_sidecar(out_dir, plan.path), entry)
                 entries.append(entry)
         finally:

@@ -1,17 +1,21 @@
 """Fetch one source video and cut a segment out of it.
 
 * :func:`fetch_http`: ``requests`` streaming into a temporary file beside the target,
-  replaced atomically on success. Connection errors, timeouts, 5xx/408/429 answers and
-  bodies shorter than their ``Content-Length`` are retried with exponential backoff;
-  other 4xx answers (404...) and bodies over ``max_bytes`` fail at once.
+  replaced atomically on success. Connection errors, timeouts, 5xx/408/429 answers,
+  bodies shorter than their ``Content-Length`` and attempts slower than a minimum rate
+  are retried with exponential backoff; other 4xx answers (404...) and bodies over
+  ``max_bytes`` fail at once. ``timeout`` bounds each socket read; a total deadline
+  bounds the whole download (every attempt and pause), so a source that drips a byte
+  now and then cannot keep the stage busy (reason ``download_timeout``).
 * :func:`fetch_youtube`: yt-dlp through its Python API (``yt_dlp.YoutubeDL``) with
-  options built by :func:`ytdlp_options`; never a command line.
+  options built by :func:`ytdlp_options`; never a command line. A progress hook holds
+  it to the same deadline and minimum rate.
 * :func:`trim_segment`: ffmpeg with input ``-ss``/``-to`` and a re-encode to H.264/AAC,
   so the cut is frame-accurate (a stream copy would snap to the previous keyframe).
 * :func:`place_file`: hard link (same filesystem) or copy, atomically.
 
 Every failure to get the bytes is a :class:`~components.errors.Rejected` with reason
-``download_failed`` naming the URL. URLs and paths go to subprocesses only as list
+``download_failed`` (or ``download_timeout``) naming the URL. URLs and paths go to subprocesses only as list
 arguments, never through a shell.
 """
 
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from components import __version__
 from components.errors import Rejected
@@ -45,33 +50,78 @@ class _Retryable(Exception):
     """A transient failure worth another attempt."""
 
 
+class _TooSlow(_Retryable):
+    """An attempt below the minimum rate: retried, reported as a timeout when it was the last."""
+
+
 def fetch_http(url: str, dest: str | Path, *, timeout: float, max_bytes: int, retries: int,
-               backoff_seconds: float, sleep: Callable[[float], None] = time.sleep) -> int:
+               backoff_seconds: float, deadline_seconds: float | None = None,
+               min_bytes_per_second: float | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     """Download ``url`` to ``dest`` (atomically); return the number of bytes written.
 
     Attempt ``k`` (0-based) that fails transiently is followed by a pause of
     ``backoff_seconds * 2**k``; after ``retries`` retries the last error is reported.
+    ``deadline_seconds`` bounds the whole download, attempts and pauses included; an
+    attempt whose average rate is under ``min_bytes_per_second`` once it has run
+    ``timeout`` seconds is abandoned (``None``: no limit).
     """
     dest = Path(dest)
-    last = ""
+    deadline = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+    last: _Retryable | None = None
     for attempt in range(retries + 1):
         if attempt:
             pause = backoff_seconds * 2 ** (attempt - 1)
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise Rejected("download_timeout", f"{url}: {last}; no time left for retry {attempt} within "
+                                                   f"download.deadline_seconds={deadline_seconds:g}")
             log.info("%s: retry %d/%d in %.2fs (%s)", url, attempt, retries, pause, last)
             sleep(pause)
         try:
             with atomic_path(dest) as tmp:
-                size = _get_once(url, tmp, timeout=timeout, max_bytes=max_bytes)
+                size = _get_once(url, tmp, timeout=timeout, max_bytes=max_bytes,
+                                 limits=_Limits(deadline, deadline_seconds, min_bytes_per_second, timeout))
             return size
         except _Retryable as exc:
-            last = str(exc)
-    raise Rejected("download_failed", f"{url}: {last} (gave up after {retries + 1} attempts)")
+            last = exc
+    reason = "download_timeout" if isinstance(last, _TooSlow) else "download_failed"
+    raise Rejected(reason, f"{url}: {last} (gave up after {retries + 1} attempts)")
 
 
-def _get_once(url: str, tmp: Path, *, timeout: float, max_bytes: int) -> int:
-    """One GET into ``tmp``; raises ``_Retryable`` or ``Rejected``."""
+class _Limits:
+    """The deadline and the minimum rate one attempt is held to."""
+
+    def __init__(self, deadline: float | None, deadline_seconds: float | None, min_rate: float | None,
+                 grace: float):
+        self.deadline, self.deadline_seconds, self.min_rate, self.grace = deadline, deadline_seconds, min_rate, grace
+        self.started = time.monotonic()
+
+    def check(self, url: str, written: int) -> None:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            raise Rejected("download_timeout", f"{url}: not finished within download.deadline_seconds="
+                                               f"{self.deadline_seconds:g} ({written} bytes received)")
+        elapsed = now - self.started
+        if self.min_rate is not None and elapsed >= self.grace and written / elapsed < self.min_rate:
+            raise _TooSlow(f"{written / elapsed:.0f} bytes/s after {elapsed:.1f}s, under "
+                           f"download.min_bytes_per_second={self.min_rate:g}")
+
+    def read_timeout(self, timeout: float) -> float:
+        """The socket timeout of the next read: never past the deadline."""
+        if self.deadline is None:
+            return timeout
+        return max(0.01, min(timeout, self.deadline - time.monotonic()))
+
+
+def _get_once(url: str, tmp: Path, *, timeout: float, max_bytes: int, limits: _Limits) -> int:
+    """One GET into ``tmp``; raises ``_Retryable`` or ``Rejected``.
+
+    The body is read with ``read1`` (what one socket read returns), so the limits are
+    checked however slowly the bytes come.
+    """
+    written = 0
     try:
-        with requests.get(url, stream=True, timeout=timeout, headers={"User-Agent": USER_AGENT}) as resp:
+        with requests.get(url, stream=True, timeout=limits.read_timeout(timeout),
+                          headers={"User-Agent": USER_AGENT}) as resp:
             if resp.status_code in RETRY_STATUS:
                 raise _Retryable(f"HTTP {resp.status_code}")
             if resp.status_code >= 400:
@@ -79,14 +129,18 @@ def _get_once(url: str, tmp: Path, *, timeout: float, max_bytes: int) -> int:
             expected = _declared_length(resp)
             if expected is not None and expected > max_bytes:
                 raise Rejected("download_failed", f"{url}: {expected} bytes declared, over max_bytes={max_bytes}")
-            written = 0
             with open(tmp, "wb") as f:
-                for chunk in resp.iter_content(CHUNK):
+                while True:
+                    limits.check(url, written)
+                    chunk = resp.raw.read1(CHUNK, decode_content=True)
+                    if not chunk:
+                        break
                     written += len(chunk)
                     if written > max_bytes:
                         raise Rejected("download_failed", f"{url}: body exceeds max_bytes={max_bytes}")
                     f.write(chunk)
-    except requests.RequestException as exc:  # connection refused/reset, timeout, body cut short
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # refused/reset, timeout, cut short
+        limits.check(url, written)  # a read cut short by the deadline is a timeout, not a retry
         raise _Retryable(f"{type(exc).__name__}: {exc}") from None
     if expected is not None and written != expected:
         raise _Retryable(f"truncated body: {written} of {expected} bytes")
@@ -125,12 +179,18 @@ def ytdlp_options(outtmpl: str, *, fmt: str, timeout: float, retries: int, max_b
 
 
 def fetch_youtube(url: str, dest_stem: str | Path, *, fmt: str, timeout: float, retries: int,
-                  max_bytes: int) -> Path:
-    """Download a YouTube video to ``<dest_stem>.<ext>`` (ext chosen by yt-dlp); return the path."""
+                  max_bytes: int, deadline_seconds: float | None = None,
+                  min_bytes_per_second: float | None = None) -> Path:
+    """Download a YouTube video to ``<dest_stem>.<ext>`` (ext chosen by yt-dlp); return the path.
+
+    The deadline and the minimum rate are held by a progress hook (yt-dlp retries
+    network errors itself, so a download under the rate is abandoned at once).
+    """
     import yt_dlp
 
     dest_stem = Path(dest_stem)
     opts = ytdlp_options(f"{dest_stem}.%(ext)s", fmt=fmt, timeout=timeout, retries=retries, max_bytes=max_bytes)
+    opts["progress_hooks"] = [_progress_limits(url, deadline_seconds, min_bytes_per_second, grace=timeout)]
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             ydl.download([url])
@@ -140,6 +200,25 @@ def fetch_youtube(url: str, dest_stem: str | Path, *, fmt: str, timeout: float, 
     if not done:  # e.g. every format was over max_filesize: yt-dlp skips without an error
         raise Rejected("download_failed", f"{url}: yt-dlp produced no file (over max_bytes={max_bytes}?)")
     return max(done, key=lambda p: p.stat().st_mtime_ns)
+
+
+def _progress_limits(url: str, deadline_seconds: float | None, min_bytes_per_second: float | None,
+                     grace: float) -> Callable[[dict[str, Any]], None]:
+    """A yt-dlp progress hook raising ``Rejected("download_timeout")`` past the limits."""
+    deadline = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+    limits = _Limits(deadline, deadline_seconds, min_bytes_per_second, grace)
+    per_file: dict[str, int] = {}  # the video and the audio stream are fetched one after the other
+
+    def hook(status: dict[str, Any]) -> None:
+        if status.get("status") != "downloading":
+            return
+        per_file[str(status.get("filename"))] = int(status.get("downloaded_bytes") or 0)
+        try:
+            limits.check(url, sum(per_file.values()))
+        except _TooSlow as exc:
+            raise Rejected("download_timeout", f"{url}: {exc}") from None
+
+    return hook
 
 
 def trim_args(src: str | Path, dst: str | Path, start: float | None, end: float | None) -> list[str]:

@@ -17,12 +17,16 @@ every video is at the top level, and otherwise asks for an explicit layout rathe
 guess. Names are made safe with :func:`~components.data.sources.ids.sanitize_id`;
 when two files end up with the same key the later one (in sorted path order) gets a
 ``-2``, ``-3``... suffix on its clip id, so the mapping is deterministic. Hidden files
-and folders (``.name``) are ignored.
+and folders (``.name``) are ignored. An entry with a video extension that is not a
+regular file (a folder named ``x.mp4``, a broken symbolic link, a FIFO or device) is
+listed like a video so that the stage quarantines it with :func:`not_a_video_file`'s
+reason instead of skipping it unseen.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +63,30 @@ def list_videos(root: str | Path, extensions: list[str]) -> list[Path]:
     found = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if path.suffix.lower() in exts and not any(p.startswith(".") for p in rel.parts) and path.is_file():
+        if path.suffix.lower() in exts and not any(p.startswith(".") for p in rel.parts):
             found.append(rel)
     return sorted(found)
+
+
+def not_a_video_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a video file (a folder, broken link, FIFO...), or ``None``.
+
+    Checked before anything opens the path: opening a FIFO or a device would block or
+    read forever.
+    """
+    path = Path(path)
+    try:
+        if path.is_file():
+            return None
+        if path.is_symlink() and not path.exists():
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        if path.is_dir():
+            return "a folder, not a video file"
+        if not path.exists():
+            return "missing"
+    except OSError as exc:  # a symlink loop, a name too long, a permission denied on the way
+        return f"not inspectable ({exc.strerror or exc})"
+    return "not a regular file (a FIFO, socket or device)"
 
 
 def detect_layout(relpaths: list[Path], root: str | Path = "") -> str:

@@ -26,8 +26,10 @@ to a path-safe alphabet and URLs to the schemes above.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -216,23 +218,95 @@ def read_table(path: str | Path) -> tuple[list[Entry], list[RowError]]:
     """Validate every row of a CSV or Parquet manifest."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        frame = pd.read_parquet(path)
-        line_offset = None
+        header, rows = _parquet_rows(path)
     elif path.suffix.lower() == ".csv":
-        # Everything as text: ids such as "00001" must not become integers.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        line_offset = 1  # the header line
+        header, rows = _csv_rows(path)
     else:
         raise ConfigError(f"download.input {path}: a manifest must be .csv or .parquet (or a VoxCeleb2 txt folder)")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in REQUIRED if c not in frame.columns]
+    missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ConfigError(f"download.input {path}: missing column(s) {missing}; expected {COLUMNS}")
-    records = [{c: _clean(rec.get(c)) for c in COLUMNS} for rec in frame.to_dict(orient="records")]
-    wheres = [f"{path.name} row {i}" + (f" (line {i + line_offset})" if line_offset else "")
-              for i in range(1, len(records) + 1)]
-    labels = [f"row-{i}" for i in range(1, len(records) + 1)]
-    return validate_rows(records, wheres, labels, str(path))
+    records, wheres, labels, errors = [], [], [], []
+    for number, (where, fields) in enumerate(rows, 1):
+        where, label = f"{path.name} row {number}{where}", f"row-{number}"
+        if isinstance(fields, str):  # the row could not be read: its problem
+            errors.append(RowError(label, str(path), f"{where}: {fields}"))
+            continue
+        raw = dict(zip(header, fields))
+        records.append({c: _clean(raw.get(c)) for c in COLUMNS})
+        wheres.append(where)
+        labels.append(label)
+    entries, bad = validate_rows(records, wheres, labels, str(path))
+    return entries, errors + bad
+
+
+Rows = list[tuple[str, list[Any] | str]]  # (" (line n)" or "", the row's fields or why it is unreadable)
+
+
+def _parquet_rows(path: Path) -> tuple[list[str], Rows]:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise ConfigError(f"download.input {path}: not a readable Parquet file ({exc})") from None
+    header = [str(c).strip() for c in frame.columns]
+    return header, [("", list(values)) for values in frame.itertuples(index=False, name=None)]
+
+
+def _csv_rows(path: Path) -> tuple[list[str], Rows]:
+    """Header and rows of a CSV manifest, everything as text (ids such as "00001" stay text).
+
+    Each line is decoded on its own, so a byte that is not UTF-8 spoils its row only;
+    a row with more or fewer fields than the header is refused rather than guessed at.
+    """
+    undecodable: dict[int, str] = {}
+    with open(path, "rb") as file:
+        return _parse_csv(path, csv.reader(_decoded_lines(file, undecodable)), undecodable)
+
+
+def _decoded_lines(file: Any, undecodable: dict[int, str]) -> Iterator[str]:
+    """The file's lines as text, read as they are needed; a line that is not UTF-8 is
+    noted in ``undecodable`` (by line number) and passed on with replacement characters."""
+    for number, raw in enumerate(file, 1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            undecodable[number] = f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            yield raw.decode("utf-8", errors="replace")
+
+
+def _parse_csv(path: Path, reader: Any, undecodable: dict[int, str]) -> tuple[list[str], Rows]:
+    """The header, then each row's fields or its problem (an undecodable line spoils the row spanning it)."""
+    header: list[str] | None = None
+    rows: Rows = []
+    while True:
+        first = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            fields = f"not valid CSV ({exc})"
+        span = range(first, reader.line_num + 1)
+        problem = next((undecodable[n] for n in span if n in undecodable), None)
+        where = f" (line {first})"
+        if header is None:
+            if problem or isinstance(fields, str):
+                raise ConfigError(f"download.input {path}: header line{where}: {problem or fields}")
+            if not fields:
+                continue
+            header = [f.strip() for f in fields]
+            if len(set(header)) < len(header):
+                raise ConfigError(f"download.input {path}: header line{where} names a column twice: {header}")
+        elif problem or isinstance(fields, str):
+            rows.append((where, problem or fields))
+        elif fields and len(fields) != len(header):
+            rows.append((where, f"{len(fields)} fields, the header has {len(header)}"))
+        elif fields:
+            rows.append((where, fields))
+    if header is None:
+        raise ConfigError(f"download.input {path}: the file is empty; a manifest starts with a header line "
+                          f"naming its columns {COLUMNS}")
+    return header, rows
 
 
 def _clean(value: Any) -> Any:
