@@ -97,8 +97,11 @@ def save(path: str | Path, kind: str, *, family: str, stage: str, config: Config
     """Write a file atomically (a kill midway leaves the previous one intact)."""
     header = {"format": FORMAT, "version": VERSION, "family": family, "kind": kind, "stage": stage,
               "config": config_json(config)}
-    with atomic_path(path) as tmp:
-        torch.save({**header, **body}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # Saved through a file object, the archive inside is named "archive" rather than
+        # after the (random) temporary file: the same networks give the same bytes, so the
+        # later stages' fingerprints (file hashes) do not change on a re-export.
+        torch.save({**header, **body}, f)
 
 
 def save_model(path: str | Path, *, family: str, stage: str, config: Config, networks: Mapping[str, nn.Module],

@@ -109,3 +109,15 @@ def test_inference_and_evaluation_load_models_without_training_code():
             "print(sorted(m for m in sys.modules if m.startswith('components.training')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_same_networks_give_the_same_bytes(tmp_path: Path):
+    """Downstream stages fingerprint their inputs by file hash: re-exporting unchanged
+    networks (a resumed run that had no step left) must not change model.pt, or every
+    later stage would retrain for nothing (torch names the zip archive after the file it
+    writes, and the atomic write's temporary name is random)."""
+    nets = build_models(TINY, 0, ("El",))
+    for name in ("a.pt", "b.pt"):
+        ckpt_io.save_model(tmp_path / name, family=FAMILY, stage="train_el", config=config_dict(TINY), networks=nets,
+                           step=3)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
