@@ -152,7 +152,7 @@ class Scorers:
     """The judges of an output: the evaluator, and the perceptual metrics' networks."""
 
     judge: FaceJudge
-    stlpips: nn.Module  # components.training.losses.PerceptualLoss
+    stlpips: nn.Module  # components.models.perceptual.PerceptualLoss
     lpips: nn.Module | None = None  # None: AlexNet weights unavailable, LPIPS skipped
 
 

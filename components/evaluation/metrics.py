@@ -10,7 +10,7 @@ mean over a split does not depend on how it was batched.
   ``data_range=1``).
 * Perceptual distance: LPIPS (Zhang et al. 2018, AlexNet; :func:`load_lpips`) when the
   AlexNet ImageNet weights are on disk, and the shift-tolerant LPIPS whose weights ship
-  in the ``stlpips-pytorch`` wheel (:class:`components.training.losses.PerceptualLoss`,
+  in the ``stlpips-pytorch`` wheel (:class:`components.models.perceptual.PerceptualLoss`,
   reused as is: :func:`stlpips`).
 * Face attributes and identity as judged by an evaluator network
   (:mod:`components.evaluation.judge`): per-sample :func:`binary_hits`,
@@ -63,7 +63,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def stlpips(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Shift-tolerant LPIPS per image, (B,), with ``model`` a
-    :class:`~components.training.losses.PerceptualLoss` (which averages over its batch:
+    :class:`~components.models.perceptual.PerceptualLoss` (which averages over its batch:
     it is called once per image)."""
     _check_pair(pred, target)
     with torch.no_grad():
