@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from components.errors import EarshotError
+from components.weights import load_weights
 
 UNKNOWN_SPEAKERS = frozenset({"", "unknown"})
 MIN_EMBED_S = 0.3  # less voiced audio than this gives no usable voice embedding
@@ -45,14 +45,9 @@ def load_voice_encoder(weights: Path) -> Any:
     ``torch.load(weights_only=True)`` first (resemblyzer's own ``torch.load`` uses torch's
     default, which is a full unpickler before torch 2.6): a crafted file is refused, with
     an error naming it, before anything else reads it."""
-    import torch
     from resemblyzer import VoiceEncoder
 
-    try:
-        torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
-        raise EarshotError(f"{weights}: not a loadable voice-encoder weights file: refused by the "
-                           f"weights-only loader ({type(exc).__name__})") from None
+    load_weights(weights, f"{weights}: not a loadable voice-encoder weights file")
     return VoiceEncoder("cpu", verbose=False, weights_fpath=weights)
 
 

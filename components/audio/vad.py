@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from components.errors import ConfigError
+from components.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +105,12 @@ def _load_pyannote_model(path: Path, model_base: type) -> Any:
     """
     import importlib
 
-    import torch
     from pyannote.audio.core.task import Problem, Resolution, Specifications
 
     key = "audio.pyannote_checkpoint"
-    try:
-        with torch.serialization.safe_globals([Specifications, Problem, Resolution]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
-        raise ConfigError(f"{key}: {path} is not a loadable pyannote model: refused by the weights-only loader "
-                          f"({type(exc).__name__}; a checkpoint may hold tensors and pyannote specifications only)") from None
+    ckpt = load_weights(path, f"{key}: {path} is not a loadable pyannote model", error=ConfigError,
+                        allowed=[Specifications, Problem, Resolution],
+                        hint="a checkpoint may hold tensors and pyannote specifications only")
     try:
         architecture = ckpt["pyannote.audio"]["architecture"]
         module_name, class_name = str(architecture["module"]), str(architecture["class"])

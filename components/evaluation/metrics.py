@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from components.errors import EarshotError
+from components.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,7 @@ def load_lpips(alexnet_weights: str | Path | None = None) -> nn.Module | None:
     with warnings.catch_warnings():  # lpips still passes torchvision's deprecated ``pretrained=False``
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    try:
-        trunk = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - refused pickles and corrupt files alike
-        raise EarshotError(f"{path}: evaluate.lpips_alexnet_path: not loadable AlexNet weights: refused by the "
-                           f"weights-only loader ({type(exc).__name__})") from None
+    trunk = load_weights(path, f"{path}: evaluate.lpips_alexnet_path: not loadable AlexNet weights")
     if not isinstance(trunk, dict):
         raise EarshotError(f"{path}: evaluate.lpips_alexnet_path: not torchvision's AlexNet weights "
                            f"(a {type(trunk).__name__}, not a state dict)")
