@@ -80,6 +80,20 @@ def data_inspect(shards: Annotated[Path, typer.Argument(help="shards folder (wit
     print_summary(summarize(shards))
 
 
+@data_app.command("crops")
+@exit_on_user_error
+def data_crops(
+    key: Annotated[str, typer.Argument(help="clip key, e.g. id00000/vid000/00000 (data/faces/<key>.mkv)")],
+    out: Annotated[Optional[Path], typer.Option(help="MP4 to write (default: <key with _>.mp4 here)")] = None,
+    data_dir: Annotated[Path, typer.Option(help="data folder with faces/ (and audio/)")] = Path("data"),
+) -> None:
+    """A face-crop track as an H.264 MP4 a browser plays, with its aligned audio when the audio stage made it."""
+    from components.data.report import crop_track_video
+
+    out = out or Path(f"{key.replace('/', '_')}.mp4")
+    typer.echo(crop_track_video(data_dir, key, out))
+
+
 @app.command("stage")
 @exit_on_user_error
 def stage(

@@ -1,7 +1,7 @@
 """A tiny fake upstream (stages download, faces, audio) for the shards/dataset tests.
 
 It writes exactly the layout contract the real stages produce: ``raw/index.parquet``
-and ``raw/speakers.parquet``; per clip ``faces/<key>.mp4`` (H.264 square crops),
+and ``raw/speakers.parquet``; per clip ``faces/<key>.mkv`` (Motion-JPEG square crops),
 ``faces/<key>.npz`` (track) and ``audio/<key>.wav`` (16 kHz, n_frames / fps seconds);
 and the kept-clip index tables of faces and audio.
 
@@ -9,7 +9,8 @@ The drawn frames carry their own ground truth so tests can check what a reader d
 the top-left 8 x 8 block's grey level is ``FRAME_STEP * frame_index`` (flat blocks
 survive H.264 + JPEG within a few levels), and the background colour is the speaker's.
 :func:`upstream_from_videos` makes the same layout from real talking-face videos (a
-centre square crop stands in for the face tracker).
+centre square crop stands in for the face tracker), with H.264 crops (``.mp4``): crops of
+another tool, which the shards stage decodes and JPEG-encodes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 import soundfile as sf
 
 from components.media.ffmpeg import run_ffmpeg
+from components.media.jpeg_video import write_jpeg_video
 
 CANONICAL_LANDMARKS = np.array([[0.38, 0.42], [0.62, 0.42], [0.5, 0.55], [0.42, 0.7], [0.58, 0.7]], np.float32)
 
@@ -57,7 +59,12 @@ def draw_face(size: int, frame: int, speaker: int, rng: np.random.Generator) -> 
 
 
 def write_crop(path: Path, frames: np.ndarray, fps: int) -> None:
-    """(n, S, S, 3) uint8 -> H.264 mp4 at ``fps`` (as the faces stage writes crops)."""
+    """(n, S, S, 3) uint8 -> Motion-JPEG ``.mkv`` at ``fps``, as the faces stage writes crops."""
+    write_jpeg_video(path, frames, fps, quality=95)
+
+
+def write_h264_crop(path: Path, frames: np.ndarray, fps: int) -> None:
+    """(n, S, S, 3) uint8 -> H.264 mp4 at ``fps`` (a crop made by another tool)."""
     n, h, w, _ = frames.shape
     path.parent.mkdir(parents=True, exist_ok=True)
     run_ffmpeg(["-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "-",
@@ -104,7 +111,7 @@ def make_upstream(
         drawn = [draw_face(crop_size, f, look, rng) for f in range(n)]
         frames = np.stack([d[0] for d in drawn])
         landmarks = np.stack([d[1] for d in drawn])
-        crop = faces / f"{key}.mp4"
+        crop = faces / f"{key}.mkv"
         if key in corrupt:
             crop.parent.mkdir(parents=True, exist_ok=True)
             crop.write_bytes(rng.bytes(2000))
@@ -124,15 +131,15 @@ def make_upstream(
     return write_indexes(data, rows, speakers)
 
 
-def index_rows(key: str, n: int, fps: int, offset_frames: int = 0) -> tuple[dict, dict, dict]:
+def index_rows(key: str, n: int, fps: int, offset_frames: int = 0, crop_ext: str = ".mkv") -> tuple[dict, dict, dict]:
     """The rows of one clip in raw/, faces/ and audio/ index.parquet (contract columns)."""
     speaker, video, clip = key.split("/")
     ids = {"key": key, "speaker_id": speaker, "video_id": video, "clip_id": clip}
     raw = {**ids, "path": f"{key}.mp4", "source": "fixture", "sha256": "", "bytes": 0, "duration_s": n / fps,
            "width": 128, "height": 128, "fps": float(fps), "vcodec": "h264", "acodec": "aac", "has_audio": True}
-    faces = {**ids, "crop_path": f"{key}.mp4", "track_path": f"{key}.npz", "n_frames": n, "fps": fps,
+    faces = {**ids, "crop_path": f"{key}{crop_ext}", "track_path": f"{key}.npz", "n_frames": n, "fps": fps,
              "src_fps": float(fps), "src_width": 128, "src_height": 128, "face_px": 100.0, "duration_s": n / fps,
-             "outputs": [f"{key}.mp4", f"{key}.npz"]}
+             "outputs": [f"{key}{crop_ext}", f"{key}.npz"]}
     audio = {"key": key, "wav_path": f"{key}.wav", "offset_frames": offset_frames, "speech_s": n / fps,
              "speech_ratio": 0.9, "speech_segments": [[0.0, n / fps]],
              "speaker_cos": None if speaker == "unknown" else 0.9}
@@ -181,7 +188,7 @@ def upstream_from_videos(root: Path, videos: list[Path], *, crop_size: int = 256
         want = n * sample_rate // fps
         sf.write(wav, np.pad(audio[:want], (0, max(0, want - len(audio)))), sample_rate, subtype="PCM_16")
         write_track(data / "faces" / f"{key}.npz", np.tile(CANONICAL_LANDMARKS * crop_size, (n, 1, 1)))
-        rows.append(index_rows(key, n, fps))
+        rows.append(index_rows(key, n, fps, crop_ext=".mp4"))
     return write_indexes(data, rows, pd.DataFrame({"speaker_id": [f"real{i}" for i in range(len(videos))]}))
 
 

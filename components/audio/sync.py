@@ -42,7 +42,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates, uniform_filter1d
 
 from components.audio.extract import window
-from components.media.read import frame_array
+from components.media.jpeg_video import iter_crop_frames
 
 SMOOTH_S = 0.12  # low-pass: a 3-frame moving average at 25 fps
 HIGHPASS_S = 0.5  # high-pass: subtract the moving average over ~13 frames at 25 fps
@@ -116,19 +116,13 @@ def mouth_activity(frames: Iterable[np.ndarray], landmarks: np.ndarray) -> np.nd
 
 
 def gray_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode every frame of a video as grey ``(H, W)`` uint8, one at a time.
+    """Decode every frame of a face-crop video as grey ``(H, W)`` uint8, one at a time.
 
     The face crops are already at the pipeline frame rate (one frame per ``1/fps``),
-    so frames are taken as they are, without resampling; like every video decode they
-    are upright as displayed (:func:`components.media.read.frame_array`).
+    so frames are taken as they are, without resampling; Motion-JPEG crops decode
+    straight to grey (:func:`components.media.jpeg_video.iter_crop_frames`).
     """
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_count = 1  # the stage parallelises over clips with processes
-        for frame in container.decode(stream):
-            yield frame_array(frame, "gray")
+    yield from iter_crop_frames(path, "gray")
 
 
 def mouth_signal(crop_path: str | Path, track_path: str | Path) -> np.ndarray:

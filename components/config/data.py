@@ -65,7 +65,13 @@ class DownloadParams(Section):
 
 
 class FacesParams(Section):
-    detect_every: int = Field(ge=1, description="run RetinaFace every k frames, track in between")
+    detect_every: int = Field(ge=1, description="RetinaFace at least every k frames where tracking is not "
+                                                "confident (moving face, faces coming or going)")
+    detect_every_max: int = Field(ge=1, description="gap between keyframes where tracking is confident "
+                                                    "(bisected down to detect_every where it is not)")
+    track_iou: float = Field(gt=0, le=1, description="tracking is confident at a keyframe when the main track's "
+                                                     "predicted box overlaps a detection by this IoU (and the "
+                                                     "number of faces is unchanged)")
     detect_size: int = Field(ge=64, description="longest side of the downscaled detection frame")
     score_threshold: float = Field(gt=0, lt=1)
     min_face: int = Field(ge=8, description="minimum face box side in source pixels")
@@ -79,7 +85,14 @@ class FacesParams(Section):
     align: bool = Field(description="rotate crops so the eyes are level (landmark alignment)")
     crop_size: int = Field(ge=32, description="stored crop side: the largest resolution later stages need")
     min_seconds: float = Field(ge=0)
-    crf: int = Field(ge=0, le=51)
+    jpeg_quality: int = Field(ge=50, le=100, description="JPEG quality of the stored crops (Motion-JPEG, copied "
+                                                         "into the shards as they are)")
+
+    @model_validator(mode="after")
+    def _max_gap_covers_base(self) -> "FacesParams":
+        if self.detect_every_max < self.detect_every:
+            raise ValueError(f"detect_every_max ({self.detect_every_max}) < detect_every ({self.detect_every})")
+        return self
 
 
 class AudioParams(Section):
@@ -100,7 +113,6 @@ class AudioParams(Section):
 class ShardsParams(Section):
     rows_per_shard: int = Field(ge=1)
     row_group_size: int = Field(ge=1)
-    jpeg_quality: int = Field(ge=50, le=100)
     unseen_speaker_fraction: float = Field(ge=0, lt=1, description="speakers held out entirely (open set)")
     seen_test_fraction: float = Field(ge=0, lt=1, description="clips of training speakers held out (closed set)")
     seed: int

@@ -48,6 +48,9 @@ class OrchestrationParams(Section):
     state_dir: str = Field(description="servers' SQLite databases, PID files and logs")
     task_runner: Literal["process", "thread", "dask"] = Field(
         description="per-video work inside the data stages (common.workers of them)")
+    start_method: Literal["fork", "forkserver", "spawn"] = Field(
+        description="how task_runner process starts its workers: fork (Linux; copies of the stage process, "
+                    "no imports to pay), forkserver or spawn (macOS, Windows)")
     dask_address: str | None = Field(None, description="scheduler of a running Dask cluster (tcp://host:8786); "
                                                        "null with task_runner dask: a LocalCluster")
     prefect_tasks: bool = Field(description="each item also a Prefect task run through Prefect's task runner "

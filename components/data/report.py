@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.errors import EarshotError
 from components.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -211,3 +212,26 @@ def build_report(data_dir: str | Path, out_dir: str | Path, *, contact_sheet_cli
         md += ["\n## Quarantined items\n", _markdown_table(rejected[["stage", "key", "reason", "detail"]].head(200))]
     (out_dir / "report.md").write_text("".join(md))
     return metrics
+
+
+def crop_track_video(data_dir: str | Path, key: str, out: str | Path) -> Path:
+    """Write clip ``key``'s face-crop track (``faces/<key>.mkv``, Motion-JPEG) as an H.264
+    MP4 at ``out``, with the aligned ``audio/<key>.wav`` muxed in when it exists: the crops
+    as a browser or any player shows them (``earshot data crops KEY``)."""
+    import soundfile as sf
+
+    from components.media.jpeg_video import iter_crop_frames
+    from components.media.write import write_video
+
+    data_dir = Path(data_dir)
+    index = data_dir / "faces" / "index.parquet"
+    if not index.exists():
+        raise EarshotError(f"{index} not found: run the faces stage first")
+    rows = pd.read_parquet(index, columns=["key", "crop_path", "fps"]).set_index("key")
+    if key not in rows.index:
+        raise EarshotError(f"{key!r} is not a clip the faces stage kept (see {index}; e.g. {rows.index[0]!r})"
+                           if len(rows) else f"{key!r}: the faces stage kept no clip ({index})")
+    row = rows.loc[key]
+    wav = data_dir / "audio" / f"{key}.wav"
+    audio, sample_rate = sf.read(str(wav), dtype="float32") if wav.exists() else (None, 16000)
+    return write_video(out, iter_crop_frames(data_dir / "faces" / row.crop_path), int(row.fps), audio, sample_rate)

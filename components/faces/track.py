@@ -1,6 +1,7 @@
 """From keyframe detections to one face track per clip, and a smooth per-frame path.
 
-RetinaFace runs only on keyframes (every ``detect_every`` frames, plus the last frame).
+RetinaFace runs only on keyframes (an adaptive schedule, see :mod:`components.data.faces`; the
+last frame is always one).
 Three pure pieces turn its detections into what the stage stores:
 
 * :class:`TrackLinker` links detections across keyframes into tracks, greedily by IoU
@@ -133,37 +134,58 @@ def yaw_proxy(landmarks: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class TrackStats:
-    """The figures the quality rules look at (also logged in the stage record)."""
+    """The figures the quality rules look at (also logged in the stage record).
+
+    Fractions are of the clip's *time*: each keyframe stands for the frames nearer to it
+    than to its neighbours (:func:`keyframe_weights`), so a stretch the adaptive schedule
+    samples densely (a moving or lost face) weighs what it lasts, not how often it was
+    looked at. With evenly spaced keyframes that is the fraction of keyframes, the two ends
+    counting half.
+    """
 
     n_keyframes: int
     face_px: float  # median side of the main track's boxes, source px
-    lost_fraction: float  # keyframes without the main face
-    competing_fraction: float  # keyframes where the strongest other track competes
-    extreme_fraction: float  # main-track keyframes with |yaw proxy| > max_yaw
+    lost_fraction: float  # time without the main face
+    competing_fraction: float  # time in which the strongest other track competes
+    extreme_fraction: float  # share of the main face's time with |yaw proxy| > max_yaw
 
 
-def track_stats(main: Track, tracks: Sequence[Track], n_keyframes: int, *, competing_ratio: float,
+def keyframe_weights(keyframes: Sequence[int]) -> dict[int, float]:
+    """The share of a clip's time each keyframe stands for (half of each gap to a neighbour), summing to 1."""
+    frames = np.asarray(keyframes, np.float64)
+    if len(frames) < 2 or frames[-1] == frames[0]:
+        return {int(f): 1.0 / len(frames) for f in frames}
+    gaps = np.diff(frames) / 2
+    weights = np.zeros(len(frames))
+    weights[:-1] += gaps
+    weights[1:] += gaps
+    return {int(f): float(w) for f, w in zip(frames, weights / weights.sum())}
+
+
+def track_stats(main: Track, tracks: Sequence[Track], keyframes: Sequence[int], *, competing_ratio: float,
                 max_yaw: float) -> TrackStats:
-    """The figures of ``main`` among ``tracks``: another track's box counts as competing at a
-    keyframe when it is at least ``competing_ratio`` of the main face's area there; a pose
-    is extreme where the yaw proxy exceeds ``max_yaw``."""
+    """The figures of ``main`` among ``tracks`` over a clip's ``keyframes``: another track's
+    box counts as competing at a keyframe when it is at least ``competing_ratio`` of the
+    main face's area there; a pose is extreme where the yaw proxy exceeds ``max_yaw``."""
+    weight = keyframe_weights(keyframes)
     obs = list(main.observations.values())
     sides = [o.side for o in obs]
     main_area = {f: o.area for f, o in main.observations.items()}
     typical = float(np.median([o.area for o in obs]))
-    competing = 0
+    competing = 0.0
     for other in tracks:
         if other is not main:
-            hits = sum(o.area >= competing_ratio * main_area.get(f, typical) and not _same_face(main, f, o)
-                       for f, o in other.observations.items())
+            hits = sum(weight[f] for f, o in other.observations.items()
+                       if o.area >= competing_ratio * main_area.get(f, typical) and not _same_face(main, f, o))
             competing = max(competing, hits)
-    extreme = sum(abs(yaw_proxy(o.landmarks)) > max_yaw for o in obs)
+    seen = sum(weight[f] for f in main.observations)
+    extreme = sum(weight[f] for f, o in main.observations.items() if abs(yaw_proxy(o.landmarks)) > max_yaw)
     return TrackStats(
-        n_keyframes=n_keyframes,
+        n_keyframes=len(keyframes),
         face_px=float(np.median(sides)),
-        lost_fraction=1.0 - len(obs) / n_keyframes,
-        competing_fraction=competing / n_keyframes,
-        extreme_fraction=extreme / len(obs),
+        lost_fraction=max(0.0, 1.0 - seen),
+        competing_fraction=competing,
+        extreme_fraction=extreme / seen if seen > 0 else 1.0,
     )
 
 
@@ -192,19 +214,19 @@ def main_track(linker: TrackLinker, *, score_threshold: float, min_face: int, ma
     main = linker.leader()
     if main is None:
         raise Rejected("no_face", f"no face scored >= {score_threshold} in {n} keyframes")
-    stats = track_stats(main, linker.tracks, n, competing_ratio=competing_ratio, max_yaw=max_yaw)
+    stats = track_stats(main, linker.tracks, linker.keyframes, competing_ratio=competing_ratio, max_yaw=max_yaw)
     if stats.face_px < min_face:
         raise Rejected("face_too_small", f"median face side {stats.face_px:.0f} px < min_face {min_face} px")
     if stats.lost_fraction > max_lost_fraction:
-        raise Rejected("track_lost", f"face missing in {stats.lost_fraction:.0%} of {n} keyframes "
-                                     f"(max {max_lost_fraction:.0%})")
+        raise Rejected("track_lost", f"face missing in {stats.lost_fraction:.0%} of the clip ({n} keyframes; "
+                                     f"max {max_lost_fraction:.0%})")
     if stats.competing_fraction > max_competing_fraction:
         raise Rejected("multiple_faces", f"a second face >= {competing_ratio:.0%} of the main one's area in "
-                                         f"{stats.competing_fraction:.0%} of {n} keyframes "
-                                         f"(max {max_competing_fraction:.0%})")
+                                         f"{stats.competing_fraction:.0%} of the clip ({n} keyframes; "
+                                         f"max {max_competing_fraction:.0%})")
     if stats.extreme_fraction > max_extreme_fraction:
         raise Rejected("extreme_pose", f"yaw proxy beyond {max_yaw} in {stats.extreme_fraction:.0%} of the "
-                                       f"face's keyframes (max {max_extreme_fraction:.0%})")
+                                       f"face's time (max {max_extreme_fraction:.0%})")
     return main, stats
 
 

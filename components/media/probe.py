@@ -84,7 +84,7 @@ def probe(path: str | Path) -> MediaInfo:
     reported (``has_audio``), not rejected: only stages that need the audio reject it.
     """
     path = Path(path)
-    size = _readable_size(path)
+    size = readable_size(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -126,7 +126,7 @@ def probe(path: str | Path) -> MediaInfo:
         )
 
 
-def _readable_size(path: Path) -> int:
+def readable_size(path: Path) -> int:
     """Size of a regular, readable file, else ``unreadable``/``empty_file``."""
     try:
         if path.is_dir():

@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 PARENT_POLL_SECONDS = 0.5
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int, warmup: Callable[[], Any] | None = None) -> None:
     """Worker initializer: one BLAS/OpenMP thread per process (workers are the parallelism),
-    and the worker dies with the stage process that spawned it.
+    the worker dies with the stage process that spawned it, and the stage's ``warmup``
+    (load a model, say) runs once, before the worker's first item.
 
     A pool worker waits on a queue whose other end every worker holds too, so a stage
     killed outright (SIGKILL, the OOM killer) would leave its workers waiting forever, and
@@ -62,6 +63,8 @@ def _init_worker(parent: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
+    if warmup is not None:
+        warmup()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -70,16 +73,24 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)  # no cleanup: the parent that would collect our results is gone
 
 
-def default_executor(workers: int) -> cf.Executor | None:
-    """``workers`` spawned processes that survive the death of one (None: run in this process)."""
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def default_executor(workers: int, *, warmup: Callable[[], Any] | None = None,
+                     start_method: str = "fork") -> cf.Executor | None:
+    """``workers`` processes that survive the death of one (None: run in this process)."""
     if workers <= 1:
         return None
-    return RespawningPool(workers)
+    return RespawningPool(workers, warmup=warmup, start_method=start_method)
 
 
-def _process_pool(workers: int) -> cf.ProcessPoolExecutor:
-    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                  initargs=(os.getpid(),))
+def _process_pool(workers: int, warmup: Callable[[], Any] | None = None,
+                  start_method: str = "spawn") -> cf.ProcessPoolExecutor:
+    if start_method not in START_METHODS or start_method not in mp.get_all_start_methods():
+        raise ConfigError(f"orchestration.start_method {start_method!r}: this platform has "
+                          f"{mp.get_all_start_methods()}")
+    return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(start_method), initializer=_init_worker,
+                                  initargs=(os.getpid(), warmup))
 
 
 class RespawningPool(cf.Executor):
@@ -90,14 +101,23 @@ class RespawningPool(cf.Executor):
     so after a break the suspects are those few: each reruns alone in a process of its own,
     where only the culprit dies again (its future fails with ``BrokenProcessPool``), and the
     queue goes on in a fresh pool. Futures complete in any order, as in a plain pool.
+
+    Worker start-up is paid once per stage: the workers start when the pool is made, each
+    runs ``warmup`` once, and with ``start_method="fork"`` (the default on Linux) they are
+    copies of the stage process, its imports done: a spawned worker pays ~0.8 s of imports
+    before its first item, which on a short stage is most of the gain of a second core. They
+    are forked here, before the stage starts any thread (a progress bar), which is what makes
+    forking safe; the pools that replace a dead worker's start later, from a callback thread,
+    so they are spawned.
     """
 
-    def __init__(self, workers: int):
-        self._workers = workers
+    def __init__(self, workers: int, *, warmup: Callable[[], Any] | None = None, start_method: str = "spawn"):
+        self._workers, self._warmup = workers, warmup
         self._lock = threading.RLock()  # RLock: a done callback may run inside submit
         self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], cf.Future]] = deque()
         self._running: dict[cf.Future, tuple[Any, cf.ProcessPoolExecutor, bool]] = {}
-        self._pool = _process_pool(workers)
+        self._pool = _process_pool(workers, warmup, start_method)
+        self._pool.submit(_started).result()  # all workers start now (a fork pool starts them at its first call)
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
@@ -117,7 +137,7 @@ class RespawningPool(cf.Executor):
 
     def _start(self, call: tuple[Any, ...], *, alone: bool) -> None:
         fn, args, kwargs, _ = call
-        pool = _process_pool(1) if alone else self._pool
+        pool = _process_pool(1, self._warmup) if alone else self._pool
         try:
             inner = pool.submit(fn, *args, **kwargs)
         except cf.BrokenExecutor:  # the shared pool, broken by a death whose callbacks have not run yet
@@ -132,7 +152,7 @@ class RespawningPool(cf.Executor):
             log.warning("a worker process died: a fresh pool goes on, and the calls the death took down "
                         "rerun one by one, each in a process of its own")
             broken.shutdown(wait=False, cancel_futures=True)
-            self._pool = _process_pool(self._workers)
+            self._pool = _process_pool(self._workers, self._warmup)
 
     def _finished(self, inner: cf.Future) -> None:
         with self._lock:
@@ -166,13 +186,18 @@ class RespawningPool(cf.Executor):
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
+def _started() -> None:
+    """A no-op: the first call of a pool, which makes it start its workers."""
+
+
 @contextmanager
-def fanout(params: Params) -> Iterator[cf.Executor | None]:
+def fanout(params: Params, warmup: Callable[[], Any] | None = None) -> Iterator[cf.Executor | None]:
     """The executor a stage's per-item work runs on, as ``params.orchestration`` chooses.
 
     ``None`` means "in this process" (one local worker, no Prefect task runs): the cheapest
-    way to run a small corpus. The executor is shut down (and a LocalCluster it started
-    stopped) on exit; pass it to :func:`run_items` as ``executor``.
+    way to run a small corpus. ``warmup`` runs once in each worker process of the process
+    pool (:class:`RespawningPool`) before its first item. The executor is shut down (and a
+    LocalCluster it started stopped) on exit; pass it to :func:`run_items` as ``executor``.
     """
     orch, workers = params.orchestration, params.common.workers
     if orch.task_runner == "dask":
@@ -200,7 +225,7 @@ def fanout(params: Params) -> Iterator[cf.Executor | None]:
         yield None
         return
     pool = (cf.ThreadPoolExecutor(workers, thread_name_prefix="item") if orch.task_runner == "thread"
-            else default_executor(workers))
+            else default_executor(workers, warmup=warmup, start_method=orch.start_method))
     try:
         yield pool
     finally:

@@ -20,7 +20,9 @@ from components.data.faces import extract_faces, quality_rules, run_stage
 from components.errors import Rejected
 from components.faces.crop import crop_face, crop_geometry, eye_angle
 from components.faces.detect import Detections, FaceDetector
-from components.faces.track import Observation, PathBuilder, TrackLinker, main_track, pairwise_iou, yaw_proxy
+from components.faces.track import (Observation, PathBuilder, TrackLinker, keyframe_weights, main_track,
+                                    pairwise_iou, yaw_proxy)
+from components.media.jpeg_video import is_jpeg_video
 from components.media.read import iter_frames, nearest_frames
 from components.media.write import write_video
 from pipelines.faces import main as faces_main
@@ -296,7 +298,7 @@ def _moving(i: int) -> list[Face]:
 
 def test_tracked_boxes_match_per_frame_detection_on_a_moving_face(tmp_path: Path, params: Params) -> None:
     video = make_video(tmp_path / "moving.mp4", 60, 25, (256, 192), _moving)
-    clip = extract_faces(video, tmp_path / "crop.mp4", params.faces, 25)
+    clip = extract_faces(video, tmp_path / "crop.mkv", params.faces, 25)
     detector = FaceDetector(params.faces.score_threshold, max_side=None)
     per_frame = np.stack([detector(f).boxes[0] for _, f in iter_frames(video, 25)])
     iou = np.diag(pairwise_iou(clip.path.boxes, per_frame))
@@ -368,14 +370,17 @@ def test_stage_outputs_follow_the_contract(stage: tuple[Params, dict, dict]) -> 
     for key, record in records.items():
         n = expected_frames[key]
         assert (record["n_frames"], record["fps"], record["duration_s"]) == (n, 25, n / 25), key
-        assert list(record["outputs"]) == [f"{key}.mp4", f"{key}.npz"]
+        assert list(record["outputs"]) == [f"{key}.mkv", f"{key}.npz"]
+        assert is_jpeg_video(out / record["crop_path"])  # Motion-JPEG: the shards copy its frames
         assert record["speaker_id"] == key.split("/")[0] and 60 < record["face_px"] < 150
         frames = [f for _, f in iter_frames(out / record["crop_path"], 25)]
         assert len(frames) == n and frames[0].shape == (256, 256, 3), key
         track = np.load(out / record["track_path"])
         assert track["boxes"].shape == (n, 4) and track["crop_boxes"].shape == (n, 4)
         assert track["landmarks"].shape == (n, 5, 2) and track["scores"].shape == track["detected"].shape == (n,)
-        assert track["keyframe"][::5].all() and track["keyframe"][-1]
+        keyframes = np.flatnonzero(track["keyframe"])
+        assert keyframes[0] == 0 and keyframes[-1] == n - 1
+        assert np.diff(keyframes).max() <= params.faces.detect_every_max
         lm = track["landmarks"]
         assert (lm > 0).all() and (lm < 256).all()
         # the crop shows the face where the landmarks say: RetinaFace on the crop agrees
@@ -424,3 +429,73 @@ def test_stage_finds_the_face_in_every_real_clip(tmp_path: Path, real_data: Path
         assert record["lost_fraction"] == 0 and 0.6 < record["face_px"] / row.face_h_px < 1.2, row.file
         track = np.load(params.data_path("faces") / record["track_path"])
         assert track["detected"].all()
+
+
+# ----------------------------------------------------------------------------- the adaptive schedule
+
+
+def _keyframes(clip) -> list[int]:  # noqa: ANN001 - ClipFaces
+    return np.flatnonzero(clip.path.keyframe).tolist()
+
+
+def test_a_steady_face_is_detected_every_detect_every_max_frames(tmp_path: Path, params: Params) -> None:
+    video = make_video(tmp_path / "steady.mp4", 100, 25, (256, 192), lambda i: [(120 + 0.1 * i, 90, 90)])
+    faces = params.faces.model_copy(update={"detect_every": 5, "detect_every_max": 40})
+    clip = extract_faces(video, tmp_path / "crop.mkv", faces, 25)
+    assert _keyframes(clip) == [0, 40, 80, 99]  # 4 detections for 100 frames (a fixed schedule of 5: 21)
+    fixed = extract_faces(video, tmp_path / "fixed.mkv", faces.model_copy(update={"detect_every_max": 5}), 25)
+    assert _keyframes(fixed) == [*range(0, 100, 5), 99]
+    assert np.diag(pairwise_iou(clip.path.boxes, fixed.path.boxes)).min() > 0.95
+
+
+def test_a_face_that_jumps_between_keyframes_is_found_at_the_base_rate(tmp_path: Path, params: Params) -> None:
+    """The face jumps 25 px at frame 50, between keyframes 40 and 80: the gap is bisected
+    down to detect_every around the jump, and the boxes follow per-frame detection there."""
+    video = make_video(tmp_path / "jump.mp4", 100, 25, (320, 192), lambda i: [(130 if i < 50 else 155, 96, 90)])
+    faces = params.faces.model_copy(update={"detect_every": 5, "detect_every_max": 40})
+    clip = extract_faces(video, tmp_path / "crop.mkv", faces, 25)
+    keyframes = _keyframes(clip)
+    before, after = max(k for k in keyframes if k < 50), min(k for k in keyframes if k >= 50)
+    assert after - before <= faces.detect_every  # the jump is bracketed at the base rate
+    assert len(keyframes) < 100 / 5  # fewer detections than the fixed schedule even so
+    detector = FaceDetector(faces.score_threshold, max_side=None)
+    frames = [f for _, f in iter_frames(video, 25)]
+    per_frame = np.stack([detector(f).boxes[0] for f in frames])
+    iou = np.diag(pairwise_iou(clip.path.boxes, per_frame))
+    steady = np.r_[0:45, 55:100]  # away from the jump itself (interpolated over <= 5 frames)
+    assert iou[steady].min() > 0.85, iou.round(2)
+
+
+def test_a_second_face_joining_between_keyframes_is_seen(tmp_path: Path, params: Params) -> None:
+    """A face as large as the main one joins at frame 45 (between keyframes 40 and 80):
+    the changed face count is not confident, the schedule goes back over the gap, and the
+    clip is rejected as multiple_faces as a fixed schedule rejects it."""
+    def faces_at(i: int) -> list[Face]:
+        return [(90, 96, 90)] + ([(240, 96, 90)] if i >= 45 else [])
+
+    video = make_video(tmp_path / "join.mp4", 120, 25, (330, 192), faces_at)
+    for every_max in (5, 40):
+        faces = params.faces.model_copy(update={"detect_every": 5, "detect_every_max": every_max})
+        with pytest.raises(Rejected) as caught:
+            extract_faces(video, tmp_path / "crop.mkv", faces, 25)
+        assert caught.value.reason == "multiple_faces", every_max
+
+
+def test_keyframe_weights_are_shares_of_the_clip_time() -> None:
+    assert keyframe_weights([0, 5, 10]) == pytest.approx({0: 0.25, 5: 0.5, 10: 0.25})
+    weights = keyframe_weights([0, 40, 45, 50, 90])  # dense where the schedule looked closer
+    assert weights == pytest.approx({0: 20 / 90, 40: 22.5 / 90, 45: 5 / 90, 50: 22.5 / 90, 90: 20 / 90})
+    assert keyframe_weights([7]) == {7: 1.0}
+
+
+def test_lost_fraction_is_the_share_of_time_not_of_keyframes(params: Params) -> None:
+    """One of five keyframes misses the face, but it is one of the dense ones the schedule
+    added (5 frames apart) in a 90-frame clip: the face is missing 5/90 of the time, not
+    1/5 of the keyframes."""
+    seen = Detections(np.array([[10, 10, 60, 60]], np.float32), np.array([0.99], np.float32),
+                      np.array([[[25, 30], [45, 30], [35, 40], [28, 50], [42, 50]]], np.float32))
+    linker = TrackLinker()
+    for frame in (0, 40, 45, 50, 90):
+        linker.update(frame, Detections.empty() if frame == 45 else seen)
+    _, stats = main_track(linker, **quality_rules(params.faces))
+    assert stats.n_keyframes == 5 and stats.lost_fraction == pytest.approx(5 / 90)

@@ -232,7 +232,7 @@ def test_encode_clip_rejects_inputs_that_do_not_match_the_index(upstream: Upstre
     faces, audio = tmp_path / "faces", tmp_path / "audio"
     for src, dst in ((upstream.faces, faces), (upstream.audio, audio)):
         shutil.copytree(src / "spk0", dst / "spk0")
-    clip = {"crop_path": f"{key}.mp4", "track_path": f"{key}.npz", "wav_path": f"{key}.wav", "n_frames": n, "fps": 25}
+    clip = {"crop_path": f"{key}.mkv", "track_path": f"{key}.npz", "wav_path": f"{key}.wav", "n_frames": n, "fps": 25}
 
     def reason(**changes: object) -> tuple[str, str]:
         with pytest.raises(Rejected) as exc:
@@ -274,7 +274,7 @@ def test_new_params_rebuild_and_stale_shards_go(upstream: Upstream, tmp_path: Pa
     out = tmp_path / "shards"
     write_shards(shard_params(upstream.data_dir), upstream.raw, upstream.faces, upstream.audio, out, progress=False)
     assert (out / "train" / "shard-00002.parquet").exists()
-    bigger = shard_params(upstream.data_dir, **{"shards.rows_per_shard": 100, "shards.jpeg_quality": 80})
+    bigger = shard_params(upstream.data_dir, **{"shards.rows_per_shard": 100, "faces.jpeg_quality": 80})
     outcome = write_shards(bigger, upstream.raw, upstream.faces, upstream.audio, out, progress=False)
     assert outcome.skipped == 0
     assert sorted(str(p.relative_to(out)) for p in out.glob("*/shard-*.parquet")) == [

@@ -187,6 +187,41 @@ def test_every_task_runner_gives_the_inline_outcome(tmp_path: Path, inline, runn
         assert {r["omp"] for r in out.records} == {"1"} and os.getpid() not in {r["pid"] for r in out.records}
 
 
+_WARMED: list[int] = []  # pids whose warm-up ran (in that process's copy of this module)
+
+
+def warm(log: Path) -> None:
+    """A stage's warm-up (load a model): records which process ran it."""
+    _WARMED.append(os.getpid())
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def warmed_and_pid(item: Item, out_dir: Path) -> dict:
+    """Whether the warm-up ran in this process before its items."""
+    return {**work(item, out_dir), "warmed": os.getpid() in _WARMED, "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_process_workers_warm_up_once_each_and_give_the_inline_outcome(tmp_path: Path, inline, start_method: str):
+    params = tiny_params(tmp_path, **{"common.workers": 2, "orchestration.start_method": start_method})
+    log = tmp_path / "warmups.txt"
+    with fanout(params, warmup=functools.partial(warm, log)) as pool:
+        out = run_items("t", items(*FANOUT_KEYS), functools.partial(warmed_and_pid, out_dir=tmp_path / "o"),
+                        tmp_path / "o", executor=pool, progress=False)
+    assert comparable(out)[1] == comparable(inline[0])[1]
+    assert [{k: v for k, v in r.items() if k != "warmed"} for r in comparable(out)[0]] == comparable(inline[0])[0]
+    warmed = log.read_text().split()
+    assert len(warmed) == len(set(warmed)) == 2  # once per worker, both started with the pool
+    assert all(r["warmed"] for r in out.records) and {str(r["pid"]) for r in out.records} <= set(warmed)
+    assert os.getpid() not in _WARMED  # never in the stage process
+
+
+def test_an_unknown_start_method_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="orchestration.start_method"):
+        tiny_params(tmp_path, **{"orchestration.start_method": "teleport"})
+
+
 def test_dask_without_an_address_starts_its_own_local_cluster(tmp_path: Path, inline):
     params = tiny_params(tmp_path, **{"common.workers": 2, "orchestration.task_runner": "dask"})
     out, files = fanout_outcome(params, tmp_path / "own", threads_and_pid)

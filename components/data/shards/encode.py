@@ -1,5 +1,7 @@
-"""One clip's media as a shard row stores them: its face crop re-encoded as one JPEG
-per frame, its aligned wav as FLAC, its landmarks flattened. A file that is missing or
+"""One clip's media as a shard row stores them: its face crop as one JPEG per frame (the
+Motion-JPEG packets the faces stage wrote, copied without decoding; a crop in another
+codec is decoded and JPEG-encoded at ``faces.jpeg_quality``), its aligned wav as FLAC, its
+landmarks flattened. A file that is missing or
 does not match the upstream index rejects the clip (:class:`~components.errors.Rejected`).
 """
 
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from components.errors import Rejected
+from components.media.jpeg_video import decode_jpeg, encode_jpeg, is_jpeg_video, iter_crop_frames, read_jpegs
 from components.orchestration.items import call_item
 
 
@@ -40,26 +43,15 @@ def encode_clip(clip: dict[str, Any], *, faces_dir: str, audio_dir: str, jpeg_qu
 
 
 def _jpeg_frames(path: Path, quality: int) -> tuple[list[bytes], tuple[int, int]]:
-    """Decode every frame of a crop video and re-encode each as a JPEG."""
-    import av
-
-    frames: list[bytes] = []
-    size = (0, 0)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise Rejected("corrupt", f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                image = frame.to_image()
-                size = (image.height, image.width)
-                buf = io.BytesIO()
-                image.save(buf, format="JPEG", quality=quality)
-                frames.append(buf.getvalue())
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise Rejected("corrupt", f"{path}: {exc}") from None
-    return frames, size
+    """Every frame of a crop video as a JPEG, and its (height, width): Motion-JPEG packets as
+    they are, any other codec decoded and encoded at ``quality``."""
+    if is_jpeg_video(path):
+        return read_jpegs(path)
+    frames = [encode_jpeg(frame, quality) for frame in iter_crop_frames(path)]
+    if not frames:
+        raise Rejected("corrupt", f"{path}: no frame decodes")
+    height, width = decode_jpeg(frames[0], "gray").shape
+    return frames, (height, width)
 
 
 def _landmarks(path: Path, n: int) -> np.ndarray:

@@ -148,7 +148,8 @@ def write_shards(params: Params, raw_dir: str | Path, faces_dir: str | Path, aud
                                    seen_test_fraction=cfg.seen_test_fraction, seed=cfg.seed)
     schema = row_schema(attributes)
     plans = plan_shards(clips, cfg.rows_per_shard, cfg.seed)
-    config = {**cfg.model_dump(mode="json"), "sample_rate": params.common.sample_rate}
+    config = {**cfg.model_dump(mode="json"), "sample_rate": params.common.sample_rate,
+              "jpeg_quality": params.faces.jpeg_quality}  # re-encodes crops that are not Motion-JPEG
     _remove_stale(out_dir, {p.path for p in plans})
 
     outcome = Outcome(STAGE)
@@ -164,7 +165,7 @@ def write_shards(params: Params, raw_dir: str | Path, faces_dir: str | Path, aud
             todo.append((plan, fp))
 
     encode = functools.partial(encode_or_reject, faces_dir=str(faces_dir), audio_dir=str(audio_dir),
-                               jpeg_quality=cfg.jpeg_quality, sample_rate=params.common.sample_rate)
+                               jpeg_quality=params.faces.jpeg_quality, sample_rate=params.common.sample_rate)
     clips_todo = [clip for plan, _ in todo for clip in plan.clips]
     with fanout(params) as pool:
         results = track(ordered_map(encode, clips_todo, pool, ahead=4 * params.common.workers),

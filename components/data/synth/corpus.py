@@ -212,8 +212,9 @@ def generate_corpus(
 
     Writes the MP4s, ``speakers.parquet``, ``clips.parquet`` and ``speech.rttm`` (the
     tables last, so they only ever describe finished clips). ``workers`` processes
-    render and encode clips in parallel; they are spawned, so a script calling this
-    with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard.
+    render and encode clips in parallel (forked where the platform allows; a script
+    calling this with ``workers > 1`` on macOS or Windows, where they are spawned,
+    needs the usual ``if __name__ == "__main__":`` guard).
     """
     if cfg.frame_size % 2:
         raise ValueError(f"download.synth.frame_size must be even (yuv420p), got {cfg.frame_size}")
