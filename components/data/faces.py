@@ -32,7 +32,8 @@ final track's), and only then is the clip decoded a second time and re-cropped a
 final track; for a rejected clip the partial output is discarded.
 
 Workers load the detector once each, before their first clip (:func:`warm_worker`, the
-pool's warm-up); a worker decodes with ``cores // common.workers`` FFmpeg threads.
+pool's warm-up); a worker decodes HD video with ``cores // common.workers`` FFmpeg threads
+(:func:`decode_threads`).
 """
 
 from __future__ import annotations
@@ -253,13 +254,23 @@ def warm_worker(faces: FacesParams) -> None:
     FaceDetector(faces.score_threshold, faces.detect_size, threads=1)(np.zeros((32, 32, 3), np.uint8))
 
 
-def decode_threads(workers: int) -> int:
-    """FFmpeg decoder threads per worker: the cores this process may use, shared by the workers."""
+THREADED_DECODE_PIXELS = 1280 * 720
+"""Frames at least this large decode with several FFmpeg threads where cores are free; on
+smaller ones frame threading costs more (thread hand-offs, 7 s of system time on the
+default corpus' 256 px clips with one worker) than it saves."""
+
+
+def decode_threads(workers: int, source: dict[str, float] | None) -> int:
+    """FFmpeg decoder threads for one clip: the cores this process may use, shared by the
+    workers, for HD video (``source``: its probed width and height); 1 for smaller video."""
+    if source is None or source["width"] * source["height"] < THREADED_DECODE_PIXELS:
+        return 1
     return max(1, len(os.sched_getaffinity(0)) // max(1, workers))
 
 
-def process_clip(item: Item, *, faces: FacesParams, fps: int, out_dir: str, threads: int = 1) -> dict[str, Any]:
-    """Runner work function: one raw clip -> ``<key>.mkv`` + ``<key>.npz`` and its record."""
+def process_clip(item: Item, *, faces: FacesParams, fps: int, out_dir: str, workers: int = 1) -> dict[str, Any]:
+    """Runner work function: one raw clip -> ``<key>.mkv`` + ``<key>.npz`` and its record
+    (``workers``: how many run at once, for :func:`decode_threads`)."""
     video = Path(item.payload["path"])
     source = item.payload.get("source_info")
     if source is None:  # not probed upstream: broken files are unreadable / empty_file / corrupt / ...
@@ -270,7 +281,7 @@ def process_clip(item: Item, *, faces: FacesParams, fps: int, out_dir: str, thre
     out = Path(out_dir)
     crop_rel, track_rel = f"{item.key}{CROP_SUFFIX}", f"{item.key}.npz"
     with atomic_path(out / crop_rel) as tmp_crop:
-        clip = extract_faces(video, tmp_crop, faces, fps, threads)
+        clip = extract_faces(video, tmp_crop, faces, fps, decode_threads(workers, source))
         with atomic_path(out / track_rel) as tmp_track:
             np.savez(tmp_track, **clip.track_arrays())
     return {
@@ -318,9 +329,8 @@ def _source_info(row: Any) -> dict[str, float] | None:
 
 def run_stage(params: Params, raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> Outcome:
     """Run the stage over ``raw_dir`` into ``out_dir`` (resumable; see components.orchestration.runner)."""
-    workers = params.common.workers
     work = functools.partial(process_clip, faces=params.faces, fps=params.common.fps, out_dir=str(out_dir),
-                             threads=decode_threads(workers))
+                             workers=params.common.workers)
     config = {"fps": params.common.fps, "faces": params.faces.model_dump(mode="json")}
     with fanout(params, warmup=functools.partial(warm_worker, params.faces)) as pool:
         return run_items(STAGE, clip_items(raw_dir), work, out_dir, config=config, executor=pool, progress=progress)

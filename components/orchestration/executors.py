@@ -25,6 +25,7 @@ import concurrent.futures as cf
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 import uuid
@@ -62,6 +63,11 @@ def _init_worker(parent: int, warmup: Callable[[], Any] | None = None) -> None:
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
+    # A forked worker inherits libraries the stage process loaded, their thread pools sized
+    # for every core before the variables above were set: size them here.
+    for module, call in (("torch", "set_num_threads"), ("cv2", "setNumThreads")):
+        if module in sys.modules:
+            getattr(sys.modules[module], call)(1)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     if warmup is not None:
         warmup()

@@ -198,19 +198,26 @@ def warm(log: Path) -> None:
 
 
 def warmed_and_pid(item: Item, out_dir: Path) -> dict:
-    """Whether the warm-up ran in this process before its items."""
-    return {**work(item, out_dir), "warmed": os.getpid() in _WARMED, "pid": os.getpid()}
+    """Whether the warm-up ran in this process before its items, and its torch threads."""
+    import torch
+
+    return {**work(item, out_dir), "warmed": os.getpid() in _WARMED, "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads()}
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_process_workers_warm_up_once_each_and_give_the_inline_outcome(tmp_path: Path, inline, start_method: str):
+    import torch  # loaded here, sized for every core: forked workers must still use one thread
+
     params = tiny_params(tmp_path, **{"common.workers": 2, "orchestration.start_method": start_method})
     log = tmp_path / "warmups.txt"
     with fanout(params, warmup=functools.partial(warm, log)) as pool:
         out = run_items("t", items(*FANOUT_KEYS), functools.partial(warmed_and_pid, out_dir=tmp_path / "o"),
                         tmp_path / "o", executor=pool, progress=False)
     assert comparable(out)[1] == comparable(inline[0])[1]
-    assert [{k: v for k, v in r.items() if k != "warmed"} for r in comparable(out)[0]] == comparable(inline[0])[0]
+    assert [{k: v for k, v in r.items() if k not in ("warmed", "torch_threads")} for r in comparable(out)[0]] == \
+        comparable(inline[0])[0]
+    assert {r["torch_threads"] for r in out.records} == {1} and torch.get_num_threads() >= 1
     warmed = log.read_text().split()
     assert len(warmed) == len(set(warmed)) == 2  # once per worker, both started with the pool
     assert all(r["warmed"] for r in out.records) and {str(r["pid"]) for r in out.records} <= set(warmed)
