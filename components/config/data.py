@@ -39,6 +39,8 @@ class SynthParams(Section):
     glasses_prob: float = Field(ge=0, le=1)
     beard_prob: float = Field(ge=0, le=1)
     crf: int = Field(ge=0, le=51)
+    keyframe_seconds: float = Field(gt=0, description="longest keyframe interval of the rendered videos (real "
+                                                      "uploads: 2-10 s); probing a clip decodes up to one")
 
 
 class DownloadParams(Section):

@@ -55,6 +55,7 @@ def write_video(
     preset: str = "veryfast",
     *,
     threads: int = 0,
+    keyframe_every: int | None = None,
 ) -> Path:
     """Encode RGB frames (and optional mono audio) to an MP4, atomically.
 
@@ -66,6 +67,7 @@ def write_video(
         audio: optional float mono samples in [-1, 1], muxed as AAC (64 kb/s) at ``sample_rate``.
         crf, preset: libx264 quality and speed.
         threads: libx264 threads (0: its choice; 1 when many encodes run in parallel).
+        keyframe_every: the longest keyframe interval, frames (None: libx264's, 250).
 
     Encoding runs in this process (PyAV's libx264 and FFmpeg's AAC encoder): no ffmpeg
     process to start and no pipe to copy every frame through, which made an encode of a
@@ -91,6 +93,8 @@ def write_video(
             video = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             video.thread_count = threads
+            if keyframe_every is not None:
+                video.codec_context.gop_size = keyframe_every
             video.codec_context.flags |= av.codec.context.Flags.bitexact.value
             sound = None
             if audio is not None:

@@ -64,10 +64,15 @@ def _init_worker(parent: int, warmup: Callable[[], Any] | None = None) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     # A forked worker inherits libraries the stage process loaded, their thread pools sized
-    # for every core before the variables above were set: size them here.
+    # for every core before the variables above were set (OpenBLAS and OpenMP read them at
+    # load): size them here. Measured on the audio stage: 2 forked workers each running 2
+    # OpenBLAS threads used 1.6x the CPU of one thread for the same clips.
     for module, call in (("torch", "set_num_threads"), ("cv2", "setNumThreads")):
         if module in sys.modules:
             getattr(sys.modules[module], call)(1)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="exit-with-parent", daemon=True).start()
     if warmup is not None:
         warmup()
@@ -95,6 +100,13 @@ def _process_pool(workers: int, warmup: Callable[[], Any] | None = None,
     if start_method not in START_METHODS or start_method not in mp.get_all_start_methods():
         raise ConfigError(f"orchestration.start_method {start_method!r}: this platform has "
                           f"{mp.get_all_start_methods()}")
+    if start_method == "fork" and threading.active_count() > 1:
+        # A fork copies one thread and every lock the others held: a worker could wait on one
+        # forever (seen in a test session whose earlier tests left Dask and Prefect threads
+        # running). The idle native pools of OpenCV, ONNX Runtime and torch hold none; their
+        # sizes are reset in the worker (_init_worker).
+        log.debug("forking is unsafe with %d Python threads running: workers are spawned", threading.active_count())
+        start_method = "spawn"
     return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(start_method), initializer=_init_worker,
                                   initargs=(os.getpid(), warmup))
 
@@ -112,9 +124,10 @@ class RespawningPool(cf.Executor):
     runs ``warmup`` once, and with ``start_method="fork"`` (the default on Linux) they are
     copies of the stage process, its imports done: a spawned worker pays ~0.8 s of imports
     before its first item, which on a short stage is most of the gain of a second core. They
-    are forked here, before the stage starts any thread (a progress bar), which is what makes
-    forking safe; the pools that replace a dead worker's start later, from a callback thread,
-    so they are spawned.
+    are forked here, before the stage starts any thread (a progress bar), and only when the
+    process runs no other Python thread (a stage run inside a Prefect worker or a test
+    session may), which is what makes forking safe; otherwise, and for the pools that
+    replace a dead worker's (started later, from a callback thread), they are spawned.
     """
 
     def __init__(self, workers: int, *, warmup: Callable[[], Any] | None = None, start_method: str = "spawn"):

@@ -4,8 +4,9 @@ On the shared real clips (``EARSHOT_REAL_DATA``) it measures frames per second o
 
 * decode only (:func:`components.media.read.iter_frames`, RGB frames at 25 fps),
 * naive per-frame RetinaFace at full resolution (decode + detect every frame),
-* the whole stage per clip (probe, decode, keyframe detection, tracking, crops, JPEG
-  encode of the 256 px crops into the Motion-JPEG track, track file),
+* the whole stage per clip (decode, keyframe detection, tracking, crops, JPEG encode of
+  the 256 px crops into the Motion-JPEG track, track file; the probe is the download
+  stage's, done before, as in the pipeline),
 * encode only: JPEG of the stage's crops (already in memory) at ``faces.jpeg_quality``,
   the part of the stage no detector setting can make cheaper, and what the stage paid
   before: x264 of the same crops (CRF 14, veryfast, its own process),
@@ -31,6 +32,7 @@ the best of ``REPEATS`` runs, interleaved, so a busy machine disturbs the ratios
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -48,6 +50,7 @@ from components.data.faces import process_clip
 from components.faces.detect import FaceDetector
 from components.faces.track import pairwise_iou
 from components.media.jpeg_video import encode_jpeg, iter_crop_frames
+from components.media.probe import MediaInfo, probe
 from components.media.read import iter_frames
 from components.media.write import write_video
 from components.orchestration.runner import Item
@@ -95,9 +98,18 @@ def _per_frame_boxes(clip: Path, detector: FaceDetector) -> list[np.ndarray]:
 
 
 def _stage(clip: Path, out: Path, faces: FacesParams) -> dict:
-    item = Item(key=f"bench/{clip.stem}/00000", payload={"path": str(clip), "speaker_id": "bench",
-                                                         "video_id": clip.stem, "clip_id": "00000"})
+    """The stage's work on one clip as the pipeline runs it: the download stage has probed
+    the file already (its index carries fps and size), so the faces stage does not."""
+    info = _probed(clip)
+    item = Item(key=f"bench/{clip.stem}/00000", payload={
+        "path": str(clip), "speaker_id": "bench", "video_id": clip.stem, "clip_id": "00000",
+        "source_info": {"fps": info.fps, "width": info.width, "height": info.height}})
     return process_clip(item, faces=faces, fps=FPS, out_dir=str(out))
+
+
+@functools.cache
+def _probed(clip: Path) -> MediaInfo:
+    return probe(clip)
 
 
 def _mean_iou(track: Path, reference: list[np.ndarray]) -> float:

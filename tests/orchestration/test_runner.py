@@ -15,6 +15,8 @@ from components.orchestration.executors import _check_shared_storage, _sees, fan
 from components.orchestration.runner import Item, Outcome, run_items, write_outcome
 from tests.conftest import tiny_params
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def work(item: Item, out_dir: Path, calls: Path | None = None) -> dict:
     """Writes <key>.txt; 'bad*' items are rejected, 'boom*' items crash."""
@@ -222,6 +224,39 @@ def test_process_workers_warm_up_once_each_and_give_the_inline_outcome(tmp_path:
     assert len(warmed) == len(set(warmed)) == 2  # once per worker, both started with the pool
     assert all(r["warmed"] for r in out.records) and {str(r["pid"]) for r in out.records} <= set(warmed)
     assert os.getpid() not in _WARMED  # never in the stage process
+
+
+def inherited(module: str) -> bool:
+    """In a worker: whether ``module`` was already imported (a forked copy of its parent has it)."""
+    import sys
+
+    return module in sys.modules
+
+
+_FORK_CHECK = """
+import functools, sys, threading, time
+import xml.dom.minidom  # imported here only: a forked worker has it, a spawned one does not
+from components.orchestration.executors import default_executor
+from tests.orchestration.test_runner import inherited
+if sys.argv[1] == "threads":
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+pool = default_executor(2, start_method="fork")
+print(all(pool.submit(inherited, "xml.dom.minidom").result() for _ in range(4)))
+pool.shutdown()
+"""
+
+
+def test_workers_are_forked_only_from_a_single_threaded_process():
+    """Forking copies one thread and every lock the others hold: a stage process that has
+    threads (a Prefect worker, a test session) spawns its workers instead."""
+    import subprocess
+    import sys
+
+    def forked(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", _FORK_CHECK, mode], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=120).stdout.strip()
+
+    assert forked("single") == "True" and forked("threads") == "False"
 
 
 def test_an_unknown_start_method_is_a_config_error(tmp_path: Path):

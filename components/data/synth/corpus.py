@@ -143,7 +143,7 @@ def _make_clip(job: _ClipJob) -> tuple[dict[str, Any], list[str]]:
             yield frame.image
 
     write_video(Path(job.out_dir) / plan.relpath, frames(), job.fps, plan.speech.audio, job.sample_rate,
-                crf=job.cfg.crf, threads=job.threads)
+                crf=job.cfg.crf, threads=job.threads, keyframe_every=round(job.cfg.keyframe_seconds * job.fps))
     speech = plan.speech
     deg = 180 / np.pi
 
