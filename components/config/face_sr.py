@@ -130,7 +130,9 @@ class EvaluateParams(Section):
     grid_samples: int = Field(ge=1, description="rows of grid_<split>.png")
     mix_faces: int = Field(ge=1, description="rows (low-res faces) of mixing_<split>.png")
     mix_voices: int = Field(ge=1, description="columns (voices of different speakers) of mixing_<split>.png")
-    seed: int = Field(description="draws the mismatched voices and the figure samples")
+    seed: int = Field(description="draws the mismatched voices, the figure samples and the bootstrap's resamples")
+    bootstrap_samples: int = Field(ge=100, description="resamples of the test speakers (with replacement, all of a "
+                                                       "speaker's samples together) for every 95 % interval")
     lpips_alexnet_path: str | None = Field(
         None, description="torchvision's alexnet-owt-7be5be79.pth for LPIPS; null: the torch hub cache, "
                           "else LPIPS is skipped")

@@ -10,12 +10,14 @@ overrides as params. This module turns those runs, as
 :func:`components.tracking.load_sweep` reads them back, into:
 
 * a comparison table (:func:`comparison_table`): one row per variant, baseline first,
-  each selected metric and its difference to the baseline;
+  each selected metric, its difference to the baseline and, when the variant logged one,
+  its 95 % interval (the evaluation's ``<key>_lo`` / ``<key>_hi``);
 * a markdown report (:func:`markdown_report`): one table per split (``seen`` = closed
   set, ``unseen`` = open set), the sweep's description, each variant's overrides, the
   git commit and the runs;
-* a figure (:func:`plot_comparison`): one panel per metric, bars per variant, or a line
-  over the variants' values when they are numbers (``1s``/``2s``/``4s``, ``8x8``/``16x16``).
+* a figure (:func:`plot_comparison`): one panel per metric, each variant's value as a
+  point with its 95 % interval, the splits side by side, joined by a line over the
+  variants' values when they are numbers (``1s``/``2s``/``4s``, ``8x8``/``16x16``).
 
 Every MLflow query and write is in :mod:`components.tracking`; :func:`write_comparison`
 and :func:`log_to_parent` are the only writers. matplotlib is imported inside the
@@ -89,6 +91,19 @@ def delta_column(key: str) -> str:
     return f"Δ {key}"
 
 
+INTERVAL_ENDS = ("lo", "hi")
+"""The evaluation logs metric ``k``'s 95 % interval as ``k_lo`` and ``k_hi``."""
+
+
+def interval_column(key: str, end: str) -> str:
+    """The table column of one end (``lo`` / ``hi``) of metric ``key``'s interval."""
+    return f"{end} {key}"
+
+
+def is_interval_key(key: str) -> bool:
+    return key.endswith(tuple(f"_{end}" for end in INTERVAL_ENDS))
+
+
 def select_metrics(available: Iterable[str], selection: Sequence[str] | None = None) -> list[str]:
     """The metric keys to compare, in selection order.
 
@@ -96,7 +111,7 @@ def select_metrics(available: Iterable[str], selection: Sequence[str] | None = N
     every split) or a glob (``*.fused.*``). Without a selection: :data:`DEFAULT_METRICS`.
     Entries nothing matches are left out (a skipped metric, e.g. LPIPS without AlexNet).
     """
-    available = list(dict.fromkeys(available))
+    available = [k for k in dict.fromkeys(available) if not is_interval_key(k)]  # intervals go with their metric
     chosen: list[str] = []
     for entry in selection or DEFAULT_METRICS:
         if any(c in entry for c in "*?["):
@@ -131,12 +146,17 @@ def comparison_table(runs: pd.DataFrame, baseline: str, metrics: Sequence[str] |
         values = pd.to_numeric(runs.loc[order, f"metrics.{key}"], errors="coerce")
         table[key] = values.to_numpy()
         table[delta_column(key)] = (values - values.loc[baseline]).to_numpy()
+        for end in INTERVAL_ENDS:
+            if f"metrics.{key}_{end}" in runs.columns:
+                table[interval_column(key, end)] = pd.to_numeric(runs.loc[order, f"metrics.{key}_{end}"],
+                                                                 errors="coerce").to_numpy()
     return table
 
 
 def metric_keys(table: pd.DataFrame) -> list[str]:
-    """The metric keys of a comparison table, without their delta columns."""
-    return [c for c in table.columns if not c.startswith("Δ ")]
+    """The metric keys of a comparison table, without their delta and interval columns."""
+    derived = tuple(f"{prefix} " for prefix in ("Δ", *INTERVAL_ENDS))
+    return [c for c in table.columns if not c.startswith(derived)]
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -226,62 +246,59 @@ def _run_ref(sweep: Sweep, run_id: str, name: str | None = None) -> str:
 
 
 def plot_comparison(table: pd.DataFrame, baseline: str, *, title: str = "") -> Figure:
-    """One panel per ``method.metric``, one colour per split.
+    """One panel per ``method.metric``: each variant's value as a point with its 95 %
+    interval as an error bar (plain points for runs that logged no interval), one colour
+    per split, the splits side by side.
 
-    Variants with numeric names (``1s``/``2s``/``4s``) make a line over their value (the
-    baseline's point ringed); other variants grouped bars, baseline first and hatched,
-    the y axis zoomed on the values (ablation differences are small next to the values).
+    Variants with numeric names (``1s``/``2s``/``4s``) are placed at their value and
+    joined by a line; others in order, baseline first. The baseline's point is ringed.
+    The y axis spans the points and their intervals, so a difference is read against the
+    uncertainty rather than against an axis cut close to the values.
     Built on a bare :class:`~matplotlib.figure.Figure` (Agg when saved): no pyplot state,
     so it works the same headless and in a notebook.
     """
     import numpy as np
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
+
+    from components.figures.plots import interval_points
 
     panels = list(dict.fromkeys(k.split(".", 1)[1] for k in metric_keys(table)))
     splits = [s for s in SPLITS if any(split_key(k)[0] == s for k in metric_keys(table))]
     splits += sorted({split_key(k)[0] for k in metric_keys(table)} - set(splits))
     variants = list(table.index)
     values = numeric_values(variants)
+    order = sorted(variants, key=values.__getitem__) if values is not None else variants
+    positions = np.array([values[v] if values is not None else i for i, v in enumerate(order)], dtype=float)
+    spacing = float(np.diff(positions).min()) if len(positions) > 1 else 1.0
+    step = 0.3 * spacing / max(len(splits) - 1, 1)
     cols = min(max(len(panels), 1), 4)
     rows = -(-max(len(panels), 1) // cols)
     fig = Figure(figsize=(3.2 * cols, 2.7 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    width = 0.8 / max(len(splits), 1)
+    nan = pd.Series(np.nan, index=table.index)
     for ax, panel in zip(axes, panels):
-        shown = []
         for i, split in enumerate(splits):
             key = f"{split}.{panel}"
-            series = table[key] if key in table else pd.Series(np.nan, index=table.index)
+            series = table[key] if key in table else nan
+            lo, hi = (table[interval_column(key, end)] if interval_column(key, end) in table else nan
+                      for end in INTERVAL_ENDS)
+            x = positions + (i - (len(splits) - 1) / 2) * step
             color = f"C{i}"
-            shown += [v for v in series if not math.isnan(v)]
-            if values is not None:
-                order = sorted(variants, key=values.__getitem__)
-                ax.plot([values[v] for v in order], [series[v] for v in order], "o-", color=color, label=split)
-                ax.plot([values[baseline]], [series[baseline]], "o", ms=11, mfc="none", color=color)
-            else:
-                x = np.arange(len(variants)) + (i - (len(splits) - 1) / 2) * width
-                bars = ax.bar(x, series.to_numpy(dtype=float), width, color=color, label=split)
-                bars[0].set_hatch("//")
-        if values is None and shown:
-            lo, hi = min(shown), max(shown)
-            pad = (hi - lo) * 0.25 or abs(hi) * 0.05 or 0.05
-            ax.set_ylim(lo - pad, hi + pad)
-        if values is not None:
-            ticks = sorted(variants, key=values.__getitem__)
-            ax.set_xticks([values[v] for v in ticks], ticks, fontsize=7)
-        else:
-            ax.set_xticks(np.arange(len(variants)), variants, fontsize=7, rotation=20, ha="right")
+            interval_points(ax, x, series[order], lo[order], hi[order], color=color, label=split,
+                            fmt="o-" if values is not None else "o")
+            base = order.index(baseline)
+            ax.plot([x[base]], [series[baseline]], "o", ms=11, mfc="none", color=color)
+        ax.set_xticks(positions, order, fontsize=7, rotation=0 if values is not None else 20,
+                      ha="center" if values is not None else "right")
         ax.set_title(metric_label(panel), fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     if panels:
-        handles = [Patch(color=f"C{i}", label=split) for i, split in enumerate(splits)]
-        axes[0].legend(handles=handles, fontsize=7)
-    mark = "ringed" if values is not None else "hatched"
-    fig.suptitle(f"{title + ': ' if title else ''}baseline {baseline} ({mark})", fontsize=10)
+        axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title + ': ' if title else ''}baseline {baseline} (ringed); bars: 95 % intervals",
+                 fontsize=10)
     return fig
 
 

@@ -20,15 +20,23 @@ evaluator network (:mod:`components.evaluation.judge`), always against the
 speaker whose FACE was the input: ``attr_acc`` (predicted sex-like attribute of the
 output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` (seen:
 the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
-does not know: the nearest ground-truth face embedding among the split's faces is the
-speaker's own) and ``id_cos`` (cosine between the output's and the ground truth's
-embeddings). ``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ
-in the attribute, the fraction of outputs whose predicted attribute is the VOICE's.
+does not know: the nearest ground-truth face embedding among the split's faces of OTHER
+clips is the speaker's own; a face whose speaker has no other clip is not scored) and
+``id_cos`` (cosine between the output's and the ground truth's embeddings).
+``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ in the
+attribute, the fraction of outputs whose predicted attribute is the VOICE's.
 
-:func:`evaluate` writes ``metrics.json`` (flat ``<split>.<method>.<metric>`` keys; a
-metric that is skipped or does not apply is absent, never faked), ``results.md`` (the
-table, with the judge's own scores on the true faces as the ceiling), ``grid_<split>.png``,
-``mixing_<split>.png`` and ``ablation.png``.
+Every mean comes with its 95 % interval from a bootstrap over the split's test speakers
+(:mod:`components.evaluation.stats`; ``evaluate.bootstrap_samples`` resamples, seeded by
+``evaluate.seed``), and the paper's comparison, fused minus image-only on the same faces,
+is bootstrapped as a paired difference.
+
+:func:`evaluate` writes ``metrics.json`` (flat keys: ``<split>.<method>.<metric>`` with
+``_lo`` / ``_hi``; ``<split>.truth.<metric>``, the judge on the true faces, the ceiling;
+``<split>.delta.<metric>`` with ``_lo`` / ``_hi`` for fused minus image-only;
+``<split>.n_speakers`` and ``<split>.n_id_scored``; a metric that is skipped or does not
+apply is absent, never faked), ``results.md`` (the table with intervals, and the claims
+with whether each holds), ``grid_<split>.png``, ``mixing_<split>.png`` and ``ablation.png``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from components.figures.grids import save_grid
 from components.figures.images import nearest_up
 from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
+from components.evaluation.stats import Estimate, speaker_bootstrap
 from components.inference.face_sr import FaceSR
 from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
 
@@ -60,6 +69,10 @@ log = logging.getLogger(__name__)
 SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 METHODS = ("bicubic", "image_only", "audio_only", "fused", "mismatched")
 METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
+DELTA_METRICS = ("attr_acc", "age_err", "id_acc", "id_cos", "psnr", "stlpips")
+"""Metrics of the paper's comparison, fused minus image-only (``<split>.delta.<metric>``)."""
+FOLLOWS_AUDIO_CLAIM = 0.5
+"""``follows_audio`` above this: the voice, more often than the face, decides the attribute."""
 SEX_NAMES = {0.0: "F", 1.0: "M"}
 FIGURE_CELL = 96
 """Side in pixels of each face in the grids (a 64 px output is shown enlarged, 8x8 inputs as pixels)."""
@@ -163,7 +176,9 @@ def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, c
     if closed_set:
         id_hits = M.closed_set_hits(judgement.id_logits, labels)
     else:
-        id_hits = M.nearest_gallery_hits(judgement.embedding, truth.embedding, data.identities, data.identities)
+        clips = np.asarray(data.keys, dtype=str)
+        id_hits = M.nearest_gallery_hits(judgement.embedding, truth.embedding, data.identities, data.identities,
+                                         clips, clips)
     return {"attr_acc": M.binary_hits(judgement.sex, data.sex), "age_err": M.abs_error(judgement.age, data.age),
             "id_acc": id_hits, "id_cos": M.rowwise_cosine(judgement.embedding, truth.embedding)}
 
@@ -171,12 +186,12 @@ def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, c
 def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: np.ndarray, batch_size: int, *,
                 progress: bool = False) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Per-sample metrics of every method, and of the ground truth itself: how well the
-    judge reads true faces, the ceiling of its verdicts on outputs (attributes, and
-    closed-set identity; the other identity metrics compare a face with itself there)."""
+    judge reads true faces, the ceiling of its verdicts on outputs (attributes and
+    identity; id_cos would compare a face with itself there)."""
     closed_set = data.name == "seen"  # seen speakers are the evaluator's identity classes
     labels = identity_labels(data.speaker_ids.tolist(), scorers.judge.speakers)
     truth = scorers.judge(data.hr)
-    meaningful = ("attr_acc", "age_err", "id_acc") if closed_set else ("attr_acc", "age_err")
+    meaningful = ("attr_acc", "age_err", "id_acc")
     reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
     per_method: dict[str, dict[str, np.ndarray]] = {}
     for method in track(METHODS, description=f"evaluate {data.name}", disable=not progress):
@@ -202,14 +217,29 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
     return per_method, reference
 
 
-def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Flat ``<split>.<method>.<metric>`` means; metrics without any known value are left out."""
-    out = {}
-    for method, scores in per_method.items():
+def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
+    if estimate is not None:
+        out |= {key: round(estimate.mean, 6), f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
+
+
+def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]], truth: Mapping[str, np.ndarray],
+              people: np.ndarray, n_resamples: int, seed: int) -> dict[str, float]:
+    """The split's flat metrics (see the module docstring): every mean with its 95 %
+    interval over ``people`` (who each sample shows), resampled ``n_resamples`` times;
+    metrics without any known value are left out."""
+    def estimate(values: np.ndarray) -> Estimate | None:
+        return speaker_bootstrap(values, people, n_resamples, seed)
+
+    out: dict[str, float] = {f"{split}.n_speakers": len(np.unique(people))}
+    if "id_acc" in truth:  # who can be scored depends on the split's clips, not on the method
+        out[f"{split}.n_id_scored"] = int(np.count_nonzero(~np.isnan(truth["id_acc"])))
+    for method, scores in {**per_method, "truth": truth}.items():
         for metric, values in scores.items():
-            mean = M.nanmean(values)
-            if mean is not None:
-                out[f"{split}.{method}.{metric}"] = round(mean, 6)
+            _put(out, f"{split}.{method}.{metric}", estimate(values))
+    fused, image_only = per_method.get("fused", {}), per_method.get("image_only", {})
+    for metric in DELTA_METRICS:
+        if metric in fused and metric in image_only:
+            _put(out, f"{split}.delta.{metric}", estimate(fused[metric] - image_only[metric]))
     return out
 
 
@@ -267,29 +297,69 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
 # --------------------------------------------------------------------------- the report
 
 
-def results_table(metrics: Mapping[str, float], reference: Mapping[str, Mapping[str, float | None]],
-                  counts: Mapping[str, tuple[int, int, int]], notes: Iterable[str]) -> str:
-    """``results.md``: rows split x method (+ the judge's ceiling on true faces), columns metrics."""
+def _with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False) -> str:
+    if key not in metrics:
+        return "n/a"
+    sign = "+" if signed else ""
+    text = f"{metrics[key]:{sign}.3f}"
+    if f"{key}_lo" in metrics:
+        text += f" [{metrics[f'{key}_lo']:{sign}.3f}, {metrics[f'{key}_hi']:{sign}.3f}]"
+    return text
+
+
+def claim_verdict(lo: float, hi: float, higher_is_better: bool, threshold: float = 0.0) -> str:
+    """Whether a claim "the value is on the good side of ``threshold``" holds: its whole
+    95 % interval must be there."""
+    good, bad = (lo > threshold, hi < threshold) if higher_is_better else (hi < threshold, lo > threshold)
+    return "**holds**" if good else "no: the opposite holds" if bad else f"no: the interval contains {threshold:g}"
+
+
+def claims_table(metrics: Mapping[str, float], splits: Iterable[str]) -> list[str]:
+    """The paper's claims, each with its estimate, 95 % interval and whether it holds."""
+    lines = ["| split | claim | estimate [95 % interval] | holds? |", "|---|---|---:|---|"]
+    for split in splits:
+        for metric in DELTA_METRICS:
+            key = f"{split}.delta.{metric}"
+            if f"{key}_lo" in metrics:
+                better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+                verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], HIGHER_IS_BETTER[metric])
+                lines.append(f"| {split} | fused {better} than image-only on {metric} (delta "
+                             f"{'> 0' if HIGHER_IS_BETTER[metric] else '< 0'}) | "
+                             f"{_with_interval(metrics, key, signed=True)} | {verdict} |")
+        key = f"{split}.mismatched.follows_audio"
+        if f"{key}_lo" in metrics:
+            verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], True, FOLLOWS_AUDIO_CLAIM)
+            lines.append(f"| {split} | a voice of the other sex moves the attribute (follows_audio > "
+                         f"{FOLLOWS_AUDIO_CLAIM}) | {_with_interval(metrics, key)} | {verdict} |")
+    return lines
+
+
+def results_table(metrics: Mapping[str, float], counts: Mapping[str, tuple[int, int, int]],
+                  notes: Iterable[str]) -> str:
+    """``results.md``: rows split x method (+ the judge's ceiling on true faces), columns
+    metrics, each value with its 95 % interval; then the claims and whether they hold."""
     arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
     lines = ["# Face super-resolution with an ear: evaluation", ""]
     for split, (n, clips, speakers) in counts.items():
-        lines.append(f"- **{split}** ({SPLITS[split]}): {n} test faces from {clips} clips of {speakers} people")
-    lines += ["", "| split | method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
+        scored = metrics.get(f"{split}.n_id_scored")
+        lines.append(f"- **{split}** ({SPLITS[split]}): {n} test faces from {clips} clips of {speakers} people" +
+                     ("" if scored is None else f"; id_acc scored on {scored} of them"))
+    lines += ["", "Means with their 95 % interval [lo, hi] from a bootstrap over the split's speakers.", "",
+              "| split | method | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " |",
               "|---|---|" + "---:|" * len(METRICS)]
-
-    def cell(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
     for split in counts:
-        ceiling = reference.get(split, {})
         lines.append(f"| {split} | *ground truth (judge)* | " +
-                     " | ".join(cell(ceiling.get(m)) if m in ceiling else "" for m in METRICS) + " |")
+                     " | ".join(_with_interval(metrics, f"{split}.truth.{m}") if f"{split}.truth.{m}" in metrics
+                                else "" for m in METRICS) + " |")
         for method in METHODS:
             lines.append(f"| {split} | {method} | " +
-                         " | ".join(cell(metrics.get(f"{split}.{method}.{m}")) for m in METRICS) + " |")
+                         " | ".join(_with_interval(metrics, f"{split}.{method}.{m}") for m in METRICS) + " |")
     lines += ["", "**follows_audio** (mismatched voices of the other sex: fraction of outputs whose predicted "
               "sex-like attribute is the voice's, not the face's): " +
-              ", ".join(f"{s} {cell(metrics.get(f'{s}.mismatched.follows_audio'))}" for s in counts), ""]
+              ", ".join(f"{s} {_with_interval(metrics, f'{s}.mismatched.follows_audio')}" for s in counts), ""]
+    lines += ["## Claims", "", "Fused minus image-only is paired per face; a claim holds when its whole 95 % "
+              "interval is on the paper's side.", ""]
+    lines += claims_table(metrics, counts) + [""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -306,8 +376,7 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, float] = {}
-    reference: dict[str, dict[str, float | None]] = {}
-    counts: dict[str, tuple[int, int]] = {}
+    counts: dict[str, tuple[int, int, int]] = {}
     for name, samples in splits.items():
         data = encode_split(model, name, samples(), cfg.batch_size)
         counts[name] = (len(data), len(set(data.keys)), len(np.unique(data.identities)))
@@ -318,17 +387,17 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
             continue
         partners = mismatch_partners(data.identities, data.sex, cfg.seed)
         per_method, truth = score_split(model, scorers, data, partners, cfg.batch_size, progress=progress)
-        metrics |= summarize(name, per_method)
-        reference[name] = {k: M.nanmean(v) for k, v in truth.items()}
+        metrics |= summarize(name, per_method, truth, data.identities, cfg.bootstrap_samples, cfg.seed)
         draw_figures(model, data, out_dir, cfg, partners)
     notes = list(notes)
     if scorers.lpips is None:
         notes.append("LPIPS (AlexNet) skipped: its ImageNet weights are not on disk (set evaluate.lpips_alexnet_path "
                      "to torchvision's alexnet-owt-7be5be79.pth); stlpips is the shift-tolerant LPIPS.")
     notes += ["attr_acc, age_err, id_acc, id_cos: judged by the evaluator network against the speaker whose face "
-              "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and "
-              "nearest-ground-truth-face identification among the split's faces on unseen speakers."]
+              "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and, on "
+              "unseen speakers, identification by the nearest ground-truth face among the split's OTHER clips "
+              "(a face whose speaker has no other clip is not scored)."]
     write_json_atomic(out_dir / "metrics.json", metrics)
-    write_bytes_atomic(out_dir / "results.md", results_table(metrics, reference, counts, notes).encode())
+    write_bytes_atomic(out_dir / "results.md", results_table(metrics, counts, notes).encode())
     plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=METHODS, names=METRICS)
     return metrics

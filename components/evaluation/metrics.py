@@ -166,19 +166,24 @@ def closed_set_hits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def nearest_gallery_hits(queries: np.ndarray, gallery: np.ndarray, query_ids: np.ndarray,
-                         gallery_ids: np.ndarray) -> np.ndarray:
+                         gallery_ids: np.ndarray, query_clips: np.ndarray, gallery_clips: np.ndarray) -> np.ndarray:
     """Per-query correctness of identification by the nearest gallery embedding (cosine).
 
     The open-set identity test: a super-resolved face counts as correct when, among the
-    ground-truth faces of every test speaker, the closest one is its own speaker's.
-    Embeddings must be L2-normalised. NaN for a query whose identity is not in the gallery.
+    ground-truth faces of every test speaker, the closest one is its own speaker's. The
+    gallery entries of the query's own clip are left out: the query was made from one of
+    them, and finding it again would be image re-identification (a bicubic upsample of the
+    input would score 1.0), not recognising the person. Embeddings must be L2-normalised.
+    NaN for a query whose identity has no other clip in the gallery (it cannot be scored).
     """
-    queries, gallery = np.asarray(queries, np.float64), np.asarray(gallery, np.float64)
-    gallery_ids = np.asarray(gallery_ids)
-    nearest = gallery_ids[(queries @ gallery.T).argmax(axis=1)]
-    hits = (nearest == np.asarray(query_ids)).astype(np.float64)
-    known = np.isin(query_ids, gallery_ids)
-    return np.where(known, hits, np.nan)
+    query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    if not len(gallery_ids):
+        return np.full(len(query_ids), np.nan)
+    other_clip = np.asarray(query_clips)[:, None] != np.asarray(gallery_clips)[None, :]
+    sim = np.where(other_clip, np.asarray(queries, np.float64) @ np.asarray(gallery, np.float64).T, -np.inf)
+    hits = (gallery_ids[sim.argmax(axis=1)] == query_ids).astype(np.float64)
+    scorable = (other_clip & (query_ids[:, None] == gallery_ids[None, :])).any(axis=1)
+    return np.where(scorable, hits, np.nan)
 
 
 def leave_one_out_hits(embeddings: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -1,13 +1,17 @@
-"""Charts: metrics as bars per method and split, and a figure that only says why it is empty.
+"""Charts: metrics as points with their 95 % intervals per method and split, and a
+figure that only says why it is empty.
 
-Pure functions from metric dicts to PNG files (matplotlib, Agg backend, written
-atomically). Image grids are :mod:`components.figures.grids`.
+Values are drawn as points with error bars (:func:`interval_points`), never as bars from
+an arbitrary baseline, where a small difference would look like a large one. Pure
+functions from metric dicts to PNG files (matplotlib, Agg backend, written atomically).
+Image grids are :mod:`components.figures.grids`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +44,25 @@ def _save(plt, fig, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
+def interval_points(ax: Any, x: Sequence[float], values: Sequence[float], lo: Sequence[float] | None = None,
+                    hi: Sequence[float] | None = None, **style: Any) -> Any:
+    """Points at ``values`` with error bars from ``lo`` to ``hi`` (NaN: no interval for
+    that point), or plain points when no interval is known; returns matplotlib's
+    ``ErrorbarContainer`` (its lines carry the values and the intervals)."""
+    values = np.asarray(values, np.float64)
+    yerr = None
+    if lo is not None and hi is not None and not np.isnan(np.asarray(lo, np.float64)).all():
+        below = np.clip(values - np.asarray(lo, np.float64), 0, None)
+        above = np.clip(np.asarray(hi, np.float64) - values, 0, None)
+        yerr = np.vstack([below, above])
+    return ax.errorbar(np.asarray(x, np.float64), values, yerr=yerr, fmt=style.pop("fmt", "o"), capsize=2, ms=4,
+                       **style)
+
+
 def ablation_plot(metrics: Mapping[str, float], path: str | Path, *, splits: Sequence[str], methods: Sequence[str],
                   names: Sequence[str]) -> Path:
-    """One panel per metric, bars per method, one bar colour per split.
+    """One panel per metric, a point per method with its 95 % interval (the keys'
+    ``_lo`` / ``_hi``, when there are), the splits side by side in their own colours.
 
     ``metrics`` maps ``<split>.<method>.<metric>`` to a value; missing entries (a metric
     that was skipped or does not apply) leave a gap.
@@ -59,16 +79,20 @@ def ablation_plot(metrics: Mapping[str, float], path: str | Path, *, splits: Seq
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     x = np.arange(len(methods))
-    width = 0.8 / max(len(splits), 1)
+    step = 0.3 / max(len(splits) - 1, 1)
     for ax, metric in zip(axes.flat, shown):
         for i, split in enumerate(splits):
-            values = [metrics.get(f"{split}.{meth}.{metric}", np.nan) for meth in methods]
-            ax.bar(x + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+            keys = [f"{split}.{meth}.{metric}" for meth in methods]
+            interval_points(ax, x + (i - (len(splits) - 1) / 2) * step, [metrics.get(k, np.nan) for k in keys],
+                            [metrics.get(f"{k}_lo", np.nan) for k in keys],
+                            [metrics.get(f"{k}_hi", np.nan) for k in keys], color=f"C{i}", label=split)
         ax.set_title(metric, fontsize=9)
         ax.set_xticks(x)
         ax.set_xticklabels(methods, fontsize=7, rotation=30, ha="right")
         ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    fig.suptitle("means with 95 % intervals over test speakers", fontsize=9)
     return _save(plt, fig, path)
 
 

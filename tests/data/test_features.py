@@ -62,6 +62,28 @@ def test_degrade_matches_pillow_bicubic():
     assert np.abs(degrade(img).astype(int) - pillow).max() <= 2
 
 
+def test_degrade_float_path_equals_the_pillow_path_by_value():
+    """Training, evaluation and the CLI degrade float tensors: the values must be the
+    uint8/Pillow path's, with the sign of [-1, 1] and the antialiasing kept."""
+    from PIL import Image
+
+    img = np.random.default_rng(4).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    pillow = np.asarray(Image.fromarray(img).resize((8, 8), Image.BICUBIC)).astype(np.float64)
+    lr = degrade(from_hwc(img)[None])[0]  # (3, 8, 8) in [-1, 1]
+    assert lr.shape == (3, 8, 8)
+    in_pixels = lr.permute(1, 2, 0).add(1).mul(127.5).numpy()
+    assert np.abs(in_pixels - pillow).max() <= 2.5
+    assert np.abs(in_pixels - degrade(img).astype(np.float64)).max() <= 0.51  # the uint8 path, before rounding
+    # pixel-level checkerboard of -1 / +1: nothing of it survives at 8x8 but its average, grey (0)
+    board = torch.from_numpy((np.indices((128, 128)).sum(0) % 2) * 2.0 - 1).float().expand(3, 128, 128)
+    assert degrade(board).abs().max() < 0.05
+    # a dark face in [-1, 0] stays dark: the sign is kept, values too
+    dark = torch.full((2, 3, 64, 64), -0.6)
+    dark[:, :, :32] = -0.9
+    low = degrade(dark)
+    assert (low < 0).all() and low[:, :, 0].sub(-0.9).abs().max() < 0.02 and low[:, :, -1].sub(-0.6).abs().max() < 0.02
+
+
 def test_degrade_stretch_is_opt_in():
     low_contrast = np.full((64, 64, 3), 100, np.uint8)
     low_contrast[:32] = 140

@@ -182,19 +182,62 @@ def test_import_is_cheap():
     assert out.stdout.strip() == "[]"
 
 
-def test_bar_plot_for_named_variants_and_line_plot_for_numeric():
+def errorbars(ax) -> list[tuple[list[float], list[float], list[tuple[float, float]]]]:
+    """Each error-bar series of a panel: x, the values, and the (lo, hi) of every drawn interval."""
+    out = []
+    for container in ax.containers:
+        line, _, bars = container.lines
+        spans = [tuple(seg[:, 1]) for col in bars for seg in col.get_segments() if len(seg)]
+        out.append((list(line.get_xdata()), list(line.get_ydata()), spans))
+    return out
+
+
+def test_plot_shows_values_with_their_intervals_seen_and_unseen_side_by_side():
     import pandas as pd
 
-    runs = pd.DataFrame({"metrics.seen.fused.psnr": [20.0, 19.0], "metrics.unseen.fused.psnr": [18.0, 18.5]},
+    runs = pd.DataFrame({"metrics.seen.fused.attr_acc": [0.86, 0.84], "metrics.seen.fused.attr_acc_lo": [0.80, 0.77],
+                         "metrics.seen.fused.attr_acc_hi": [0.91, 0.90], "metrics.unseen.fused.attr_acc": [0.82, 0.83]},
                         index=["audio_on", "audio_off"])
-    fig = C.plot_comparison(C.comparison_table(runs, "audio_on"), "audio_on")
+    table = C.comparison_table(runs, "audio_on")
+    assert C.metric_keys(table) == ["seen.fused.attr_acc", "unseen.fused.attr_acc"]  # intervals are not metrics
+    fig = C.plot_comparison(table, "audio_on")
     ax = fig.axes[0]
-    assert len(ax.patches) == 4 and not ax.lines, "2 variants x 2 splits bars"
+    assert not ax.patches, "points, not bars from an arbitrary baseline"
+    (seen_x, seen_y, seen_spans), (unseen_x, unseen_y, unseen_spans) = errorbars(ax)
+    assert seen_y == [0.86, 0.84] and unseen_y == [0.82, 0.83]
+    assert seen_spans == [(0.80, 0.91), (0.77, 0.90)]
+    assert unseen_spans == []  # no interval logged: plain points
+    assert all(s < u for s, u in zip(seen_x, unseen_x))  # side by side at each variant
     assert [t.get_text() for t in ax.get_xticklabels()] == ["audio_on", "audio_off"]
-    runs.index = ["8x8", "16x16"]
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.77 and hi >= 0.91
+    runs.index = ["16x16", "8x8"]
     ax = C.plot_comparison(C.comparison_table(runs, "8x8"), "8x8").axes[0]
-    assert not ax.patches and list(ax.lines[0].get_xdata()) == [8.0, 16.0]
+    (x, y, spans), _ = errorbars(ax)
+    assert x[0] < 8.0 < x[1] < 16.0 and y == [0.84, 0.86] and spans == [(0.77, 0.90), (0.80, 0.91)]
     assert C.figure_png(ax.figure).startswith(b"\x89PNG")
+
+
+def test_the_evaluations_ablation_plot_draws_each_methods_interval(tmp_path, monkeypatch):
+    from components.figures import plots
+
+    metrics = {"seen.fused.psnr": 21.0, "seen.fused.psnr_lo": 20.2, "seen.fused.psnr_hi": 21.9,
+               "seen.bicubic.psnr": 19.0, "unseen.fused.psnr": 20.0}
+    drawn = {}
+    save = plots._save
+
+    def keep_the_panel(plt, fig, path):
+        drawn["patches"], drawn["series"] = fig.axes[0].patches, errorbars(fig.axes[0])
+        return save(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_the_panel)
+    path = plots.ablation_plot(metrics, tmp_path / "ablation.png", splits=["seen", "unseen"],
+                               methods=["bicubic", "fused"], names=["psnr", "ssim"])
+    assert path.read_bytes().startswith(b"\x89PNG")
+    (seen_x, seen_y, seen_spans), (unseen_x, unseen_y, unseen_spans) = drawn["series"]
+    assert seen_y == [19.0, 21.0] and seen_spans == [(20.2, 21.9)]  # bicubic logged no interval: a plain point
+    assert np.isnan(unseen_y[0]) and unseen_y[1] == 20.0 and unseen_spans == []
+    assert seen_x[1] < unseen_x[1] and not drawn["patches"]
 
 
 def test_sweep_selection_and_errors(tracking, tmp_path):

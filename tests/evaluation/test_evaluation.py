@@ -19,7 +19,11 @@ from components.data.shards import write_shards
 from components.errors import EarshotError
 from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, identity_of, load_judge
-from components.evaluation.face_sr import METHODS, METRICS, Scorers, evaluate, mismatch_partners, pick_voices
+from components.evaluation.face_sr import (DELTA_METRICS, METHODS, METRICS, EncodedSplit, Scorers, claim_verdict,
+                                           claims_table, evaluate, judged_metrics, method_output, mismatch_partners,
+                                           pick_voices, summarize)
+from components.evaluation.stats import speaker_bootstrap
+from components.evaluation.judge import Judgement
 from components.inference.face_sr import load_face_sr
 from components.models.checkpoint import CheckpointError, save_model
 from components.models.face_sr.judge import FAMILY, NETWORK, STAGE, FaceEvaluator, face_mask, judge_config
@@ -133,14 +137,107 @@ def test_attribute_and_identity_metrics_leave_unknown_truth_out():
     assert np.array_equal(M.closed_set_hits(logits, [0, 0, -1]), [1.0, 0.0, nan], equal_nan=True)
     gallery = np.eye(3)
     queries = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.9]])
-    assert np.array_equal(M.nearest_gallery_hits(queries, gallery, np.array(["a", "b"]), np.array(["a", "b", "c"])),
-                          [1.0, 0.0])
+    assert np.array_equal(M.nearest_gallery_hits(queries, gallery, np.array(["a", "b"]), np.array(["a", "b", "c"]),
+                                                 np.array(["q1", "q2"]), np.array(["g1", "g2", "g3"])), [1.0, 0.0])
     emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     assert np.array_equal(M.leave_one_out_hits(emb, np.array(["a", "a", "b"])), [1.0, 1.0, nan], equal_nan=True)
     assert np.allclose(M.rowwise_cosine(emb, emb[[1, 0, 0]]), [0.9 / math.hypot(0.9, 0.1)] * 2 + [0.0])
     # pairs whose speakers agree on the attribute cannot say whom the output follows
     assert np.array_equal(M.follows_audio([1, 0, 1, 1], [0, 0, 1, nan], [1, 1, 1, 0]), [1.0, 0.0, nan, nan],
                           equal_nan=True)
+
+
+def test_unseen_identity_leaves_the_query_clip_out_of_the_gallery():
+    # a bicubic-like query is its own gallery entry; the speaker's other clip looks like someone else
+    unit = lambda v: np.asarray(v, float) / np.linalg.norm(v)  # noqa: E731
+    gallery = np.stack([unit([1, 0, 0]), unit([0.9, 0.1, 0]), unit([0, 0, 1]), unit([0, 0.1, 0.9]), unit([0, 1, 0])])
+    ids = np.array(["a", "b", "a", "b", "c"])
+    clips = np.array(["a/v/1", "b/v/1", "a/v/2", "b/v/2", "c/v/1"])
+    hits = M.nearest_gallery_hits(gallery, gallery, ids, ids, clips, clips)
+    # image re-identification would score 1.0 everywhere; c has no other clip: not scored
+    assert np.array_equal(hits, [0.0, 0.0, 0.0, 0.0, np.nan], equal_nan=True)
+    # several frames of one clip are all left out, and a real match in another clip is found
+    frames = np.array(["a/v/1", "a/v/1", "a/v/2"])
+    emb = np.stack([unit([1, 0, 0]), unit([1, 0.1, 0]), unit([1, 0.2, 0])])
+    assert np.array_equal(M.nearest_gallery_hits(emb, emb, np.array(["a", "a", "a"]), np.array(["a", "a", "a"]),
+                                                 frames, frames), [1.0, 1.0, 1.0])
+    # the evaluation leaves out every frame of the sample's clip (here a second frame of a/v/1),
+    # so an output identical to its truth is not counted as recognised
+    n = 6
+    data = EncodedSplit("unseen", clips.tolist() + ["a/v/1"], torch.zeros(n, 3, 4, 4), torch.zeros(n, 3, 2, 2),
+                        torch.zeros(n, 1, 2), torch.zeros(n, 1, 2), np.append(ids, "a"), np.append(ids, "a"),
+                        np.zeros(n), np.zeros(n))
+    truth = Judgement(np.zeros(n), np.zeros(n), np.zeros((n, 0)), np.vstack([gallery, unit([1, 0.02, 0])]))
+    scores = judged_metrics(truth, data, truth, False, np.full(n, -1))
+    assert np.array_equal(scores["id_acc"], [0.0, 0.0, 0.0, 0.0, np.nan, 0.0], equal_nan=True)
+
+
+class VoiceAddingModel:
+    """A stand-in FaceSR whose fusion adds the voice's code: outputs show whose voice was used."""
+
+    device = "cpu"
+
+    class config:  # noqa: N801 - mirrors FaceSR.config
+        resolution = 4
+
+    @staticmethod
+    def fuse(wl: torch.Tensor, wa: torch.Tensor) -> torch.Tensor:
+        return wl + wa
+
+    @staticmethod
+    def generate(codes: torch.Tensor) -> torch.Tensor:
+        return codes.reshape(len(codes), 3, 1, 1).expand(-1, 3, 4, 4)
+
+
+def test_mismatched_faces_use_the_partners_voice_not_their_own():
+    n = 4
+    wl = torch.zeros(n, 1, 3)
+    wa = torch.arange(n, dtype=torch.float32).view(n, 1, 1).expand(n, 1, 3).clone()  # a different voice each
+    people = np.array(["a", "b", "c", "d"])
+    data = EncodedSplit("seen", list(people), torch.zeros(n, 3, 4, 4), torch.zeros(n, 3, 2, 2), wl, wa, people,
+                        people, np.array([0.0, 1.0, 0.0, 1.0]), np.zeros(n))
+    partners = mismatch_partners(people, data.sex, seed=0)
+    rows = np.arange(n)
+    model = VoiceAddingModel()
+    fused = method_output(model, data, "fused", rows, partners)
+    mismatched = method_output(model, data, "mismatched", rows, partners)
+    assert all(not torch.equal(mismatched[i], fused[i]) for i in rows)  # every partner's voice differs
+    assert torch.equal(mismatched, model.generate(model.fuse(wl, wa[partners])))
+
+
+def test_summary_intervals_are_over_speakers_and_the_delta_is_paired():
+    rng = np.random.default_rng(0)
+    people = np.repeat(["a", "b", "c", "d", "e"], 6)
+    image_only = rng.normal(20, 5, len(people))  # faces differ a lot ...
+    per_method = {"image_only": {"psnr": image_only}, "fused": {"psnr": image_only + 1.0}}  # ... fusion adds 1 dB
+    truth = {"attr_acc": np.r_[np.ones(24), np.zeros(6)], "id_acc": np.r_[np.full(6, np.nan), np.ones(24)]}
+    out = summarize("unseen", per_method, truth, people, 500, seed=3)
+    by_speaker = speaker_bootstrap(image_only, people, 500, seed=3)
+    assert (out["unseen.image_only.psnr_lo"], out["unseen.image_only.psnr_hi"]) == pytest.approx(
+        (by_speaker.lo, by_speaker.hi))
+    # paired per face: every resample says +1 exactly, however much the faces differ
+    assert out["unseen.delta.psnr"] == out["unseen.delta.psnr_lo"] == out["unseen.delta.psnr_hi"] == pytest.approx(1.0)
+    assert out["unseen.truth.attr_acc"] == pytest.approx(0.8) and out["unseen.truth.attr_acc_lo"] < 0.8
+    assert out["unseen.n_speakers"] == 5 and out["unseen.n_id_scored"] == 24
+
+
+def test_a_claim_holds_only_when_its_whole_interval_is_on_the_papers_side():
+    assert claim_verdict(0.01, 0.10, higher_is_better=True) == "**holds**"
+    assert claim_verdict(-0.01, 0.10, higher_is_better=True) == "no: the interval contains 0"
+    assert claim_verdict(-0.20, -0.10, higher_is_better=True) == "no: the opposite holds"
+    assert claim_verdict(-0.20, -0.10, higher_is_better=False) == "**holds**"  # e.g. age error falls
+    assert claim_verdict(0.45, 0.70, True, threshold=0.5) == "no: the interval contains 0.5"
+    metrics = {"unseen.delta.age_err": -3.0, "unseen.delta.age_err_lo": -5.0, "unseen.delta.age_err_hi": -1.0,
+               "unseen.delta.attr_acc": 0.02, "unseen.delta.attr_acc_lo": -0.01, "unseen.delta.attr_acc_hi": 0.05,
+               "unseen.mismatched.follows_audio": 0.7, "unseen.mismatched.follows_audio_lo": 0.6,
+               "unseen.mismatched.follows_audio_hi": 0.8}
+    rows = claims_table(metrics, ["unseen"])[2:]
+    assert rows == [
+        "| unseen | fused higher than image-only on attr_acc (delta > 0) | +0.020 [-0.010, +0.050] | "
+        "no: the interval contains 0 |",
+        "| unseen | fused lower than image-only on age_err (delta < 0) | -3.000 [-5.000, -1.000] | **holds** |",
+        "| unseen | a voice of the other sex moves the attribute (follows_audio > 0.5) | 0.700 [0.600, 0.800] | "
+        "**holds** |"]
 
 
 def test_mismatched_voices_come_from_another_person_of_the_other_sex_when_possible():
@@ -280,12 +377,21 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
     evaluate.run(world, progress=False)
     out = Path(world.evaluate.out_dir)
     metrics = json.loads((out / "metrics.json").read_text())
-    allowed = {f"{s}.{m}.{k}" for s in ("seen", "unseen") for m in METHODS for k in METRICS}
-    allowed |= {"seen.mismatched.follows_audio", "unseen.mismatched.follows_audio"}
+    means = {f"{s}.{m}.{k}" for s in ("seen", "unseen") for m in METHODS for k in METRICS}
+    means |= {"seen.mismatched.follows_audio", "unseen.mismatched.follows_audio"}
+    means |= {f"{s}.truth.{k}" for s in ("seen", "unseen") for k in ("attr_acc", "age_err", "id_acc")}
+    means |= {f"{s}.delta.{k}" for s in ("seen", "unseen") for k in DELTA_METRICS}
+    allowed = means | {f"{k}_{end}" for k in means for end in ("lo", "hi")}
+    allowed |= {f"{s}.{n}" for s in ("seen", "unseen") for n in ("n_speakers", "n_id_scored")}
     assert set(metrics) <= allowed
     # every metric applies here: LPIPS from the configured AlexNet file, follows_audio
     # because both splits have voices of both sexes
     assert set(metrics) == allowed
+    assert metrics["seen.n_speakers"] == 2 and metrics["unseen.n_speakers"] == 2
+    for key in means:
+        assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
+    assert metrics["seen.delta.psnr"] == pytest.approx(metrics["seen.fused.psnr"] - metrics["seen.image_only.psnr"],
+                                                       abs=1e-5)
     assert all(0 <= metrics[f"{s}.mismatched.follows_audio"] <= 1 for s in ("seen", "unseen"))
     # an untrained generator is far from the truth; bicubic of the 8x8 input is not
     assert metrics["seen.bicubic.psnr"] > metrics["seen.image_only.psnr"] + 5
@@ -295,6 +401,8 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
     for split in ("seen", "unseen"):
         for method in METHODS:
             assert f"| {split} | {method} |" in table
+        assert f"| {split} | fused higher than image-only on attr_acc (delta > 0) |" in table
+    assert f"{metrics['seen.bicubic.psnr']:.3f} [{metrics['seen.bicubic.psnr_lo']:.3f}, " in table
     for name in ("grid_seen.png", "grid_unseen.png", "mixing_seen.png", "mixing_unseen.png", "ablation.png"):
         with Image.open(out / name) as img:
             assert img.width > 100 and img.height > 100
