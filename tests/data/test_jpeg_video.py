@@ -82,3 +82,22 @@ def test_the_shards_copy_motion_jpeg_crops_and_encode_other_codecs(tmp_path: Pat
     assert len(encoded) == 12 and size == (64, 64)
     decoded = np.stack([decode_jpeg(j) for j in encoded])
     assert np.abs(decoded.astype(int) - frames).mean() < 2.5  # x264 crf 0 (yuv420p) + one JPEG
+
+
+def test_a_crop_track_can_be_watched_as_h264_with_its_audio(tmp_path: Path) -> None:
+    """``earshot data crops KEY``: the Motion-JPEG track as an MP4 a browser plays, with the aligned wav."""
+    import av
+
+    from components.data.report import crop_track_video
+    from components.errors import EarshotError
+    from tests._fixtures import make_upstream
+
+    upstream = make_upstream(tmp_path, n_speakers=1, videos_per_speaker=1, clips_per_video=1, unknown_videos=0)
+    key = "spk0/vid0/00000"
+    out = crop_track_video(upstream.data_dir, key, tmp_path / "watch.mp4")
+    with av.open(str(out)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        frames = sum(1 for _ in container.decode(video=0))
+    assert kinds == ["audio", "video"] and frames == 30
+    with pytest.raises(EarshotError, match="'spk9/x/1' is not a clip the faces stage kept"):
+        crop_track_video(upstream.data_dir, "spk9/x/1", tmp_path / "none.mp4")
