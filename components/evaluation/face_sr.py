@@ -7,6 +7,9 @@ for the splits ``test_seen`` (new clips of training speakers, reported as ``seen
 ``test_unseen`` (speakers never trained on, ``unseen``):
 
 * ``bicubic``: the 8x8 input upsampled bicubically (the no-learning baseline);
+* ``reconstruction``: ``G(Eh(x_h))``, the TRUE high-resolution face through G's code
+  space (when the model carries Eh): the ceiling of every method that ends in G; if it is
+  judged worse than bicubic, G cannot draw what the judge looks for;
 * ``image_only``: ``G(El(x_l))``;
 * ``audio_only``: ``G(Ea(a))``, a face from the voice alone;
 * ``fused``: ``G(F(El(x_l), Ea(a)))``, the paper's model;
@@ -67,7 +70,9 @@ from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
 log = logging.getLogger(__name__)
 
 SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
-METHODS = ("bicubic", "image_only", "audio_only", "fused", "mismatched")
+METHODS = ("bicubic", "reconstruction", "image_only", "audio_only", "fused", "mismatched")
+GAIN_METRICS = ("attr_acc", "age_err", "id_acc")
+"""Judged metrics of reconstruction minus bicubic (``<split>.reconstruction_gain.<metric>``)."""
 METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
 DELTA_METRICS = ("attr_acc", "age_err", "id_acc", "id_cos", "psnr", "stlpips")
 """Metrics of the paper's comparison, fused minus image-only (``<split>.delta.<metric>``)."""
@@ -146,6 +151,8 @@ def method_output(model: FaceSR, data: EncodedSplit, method: str, rows: np.ndarr
         size = model.config.resolution
         return F.interpolate(data.lr[rows].float(), size=(size, size), mode="bicubic",
                              align_corners=False).clamp(-1, 1)
+    if method == "reconstruction":
+        return model.reconstruct(data.hr[rows]).cpu()
     wl, wa = data.wl[rows].to(model.device), data.wa[rows].to(model.device)
     if method == "image_only":
         codes = wl
@@ -194,7 +201,7 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
     meaningful = ("attr_acc", "age_err", "id_acc")
     reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
     per_method: dict[str, dict[str, np.ndarray]] = {}
-    for method in track(METHODS, description=f"evaluate {data.name}", disable=not progress):
+    for method in track(methods_of(model), description=f"evaluate {data.name}", disable=not progress):
         pixel: dict[str, list[np.ndarray]] = {"psnr": [], "ssim": [], "stlpips": [], "lpips": []}
         outputs = []
         for rows in iter_chunks(range(len(data)), batch_size):
@@ -215,6 +222,11 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
         log.info("%s %s: %s", data.name, method,
                  {k: None if (v := M.nanmean(s)) is None else round(v, 4) for k, s in scores.items()})
     return per_method, reference
+
+
+def methods_of(model: FaceSR) -> tuple[str, ...]:
+    """The methods ``model`` can run (reconstruction needs Eh)."""
+    return tuple(m for m in METHODS if m != "reconstruction" or model.can_reconstruct)
 
 
 def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
@@ -240,6 +252,10 @@ def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]], tr
     for metric in DELTA_METRICS:
         if metric in fused and metric in image_only:
             _put(out, f"{split}.delta.{metric}", estimate(fused[metric] - image_only[metric]))
+    recon, bicubic = per_method.get("reconstruction", {}), per_method.get("bicubic", {})
+    for metric in GAIN_METRICS:
+        if metric in recon and metric in bicubic:
+            _put(out, f"{split}.reconstruction_gain.{metric}", estimate(recon[metric] - bicubic[metric]))
     return out
 
 
@@ -277,7 +293,10 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
     res = model.config.resolution
     rows = pick_faces(data.identities, cfg.grid_samples, cfg.seed)
     columns = {"8x8 input": nearest_up(data.lr[rows], res)}
-    for title, method in (("bicubic", "bicubic"), ("image only", "image_only"), ("fused", "fused")):
+    shown = [("bicubic", "bicubic"), ("image only", "image_only"), ("fused", "fused")]
+    if model.can_reconstruct:
+        shown.append(("G(Eh(truth))", "reconstruction"))
+    for title, method in shown:
         columns[title] = method_output(model, data, method, rows, partners)
     columns["ground truth"] = data.hr[rows]
     save_grid(out_dir / f"grid_{data.name}.png", list(columns.items()), FIGURE_CELL, title=f"{data.name} speakers",
@@ -326,6 +345,13 @@ def claims_table(metrics: Mapping[str, float], splits: Iterable[str]) -> list[st
                 lines.append(f"| {split} | fused {better} than image-only on {metric} (delta "
                              f"{'> 0' if HIGHER_IS_BETTER[metric] else '< 0'}) | "
                              f"{_with_interval(metrics, key, signed=True)} | {verdict} |")
+        for metric in GAIN_METRICS:
+            key = f"{split}.reconstruction_gain.{metric}"
+            if f"{key}_lo" in metrics:
+                better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+                verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], HIGHER_IS_BETTER[metric])
+                lines.append(f"| {split} | G can draw it: G(Eh(truth)) {better} than bicubic on {metric} | "
+                             f"{_with_interval(metrics, key, signed=True)} | {verdict} |")
         key = f"{split}.mismatched.follows_audio"
         if f"{key}_lo" in metrics:
             verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], True, FOLLOWS_AUDIO_CLAIM)
@@ -351,7 +377,7 @@ def results_table(metrics: Mapping[str, float], counts: Mapping[str, tuple[int, 
         lines.append(f"| {split} | *ground truth (judge)* | " +
                      " | ".join(_with_interval(metrics, f"{split}.truth.{m}") if f"{split}.truth.{m}" in metrics
                                 else "" for m in METRICS) + " |")
-        for method in METHODS:
+        for method in (m for m in METHODS if any(k.startswith(f"{split}.{m}.") for k in metrics)):
             lines.append(f"| {split} | {method} | " +
                          " | ".join(_with_interval(metrics, f"{split}.{method}.{m}") for m in METRICS) + " |")
     lines += ["", "**follows_audio** (mismatched voices of the other sex: fraction of outputs whose predicted "
@@ -399,5 +425,6 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
               "(a face whose speaker has no other clip is not scored)."]
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_bytes_atomic(out_dir / "results.md", results_table(metrics, counts, notes).encode())
-    plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=METHODS, names=METRICS)
+    plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=methods_of(model),
+                        names=METRICS)
     return metrics

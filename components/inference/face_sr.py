@@ -48,6 +48,10 @@ FINAL_STAGE = "train_fusion"
 """The stage whose ``model.pt`` holds every network inference needs (G as fine-tuned
 with Eh, El, Ea and F: the set F was trained with)."""
 NETWORKS = ("G", "El", "Ea", "F")
+ENCODER_STAGE = "train_eh"
+"""The stage whose ``model.pt`` holds Eh, the encoder of high-resolution faces G was fine-tuned
+with (frozen in every later stage, so it matches the final G): for the reconstruction
+``G(Eh(x_h))``, the ceiling of what G can draw from a code."""
 
 
 @dataclass
@@ -90,9 +94,21 @@ class FaceSR:
     def fused(self, lr: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
         return self.generate(self.fuse(self.encode_image(lr), self.encode_audio(spec)))
 
+    @property
+    def can_reconstruct(self) -> bool:
+        return "Eh" in self.networks
+
+    @torch.inference_mode()
+    def reconstruct(self, hr: torch.Tensor) -> torch.Tensor:
+        """G(Eh(x_h)): the high-resolution face (B, 3, R, R) in [-1, 1] through G's code
+        space (needs Eh: ``load_face_sr(..., reconstruction=True)``)."""
+        if not self.can_reconstruct:
+            raise EarshotError("reconstruction needs Eh: load the model with reconstruction=True")
+        return self.generate(self.networks["Eh"](hr.to(self.device, torch.float32)))
+
 
 def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu", *,
-                 expect_config: ModelConfig | None = None) -> FaceSR:
+                 expect_config: ModelConfig | None = None, reconstruction: bool = False) -> FaceSR:
     """The networks of the model trained into ``checkpoint_dir`` (``models/face_sr``).
 
     They are rebuilt from ``<checkpoint_dir>/train_fusion/model.pt`` with the
@@ -100,7 +116,9 @@ def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu",
     :class:`~components.models.checkpoint.CheckpointError` naming the file when it is
     missing (train with ``dvc repro``), is not an earshot model file of family
     ``face_sr``, is of another format version or stage, or (with ``expect_config``) was
-    made for another model than the params describe.
+    made for another model than the params describe. With ``reconstruction`` Eh is loaded
+    too, from ``<checkpoint_dir>/train_eh/model.pt`` (checked the same way), for
+    :meth:`FaceSR.reconstruct`.
     """
     root = Path(checkpoint_dir)
     if not root.is_dir():
@@ -109,8 +127,13 @@ def load_face_sr(checkpoint_dir: str | Path, device: str | torch.device = "cpu",
     path = root / FINAL_STAGE / "model.pt"
     model = load_model(path, NETWORKS, expect_family=FAMILY, expect_stage=FINAL_STAGE,
                        expect_config=config_dict(expect_config) if expect_config is not None else None)
+    networks = dict(model.networks)
+    if reconstruction:
+        encoder = load_model(root / ENCODER_STAGE / "model.pt", ("Eh",), expect_family=FAMILY,
+                             expect_stage=ENCODER_STAGE, expect_config=model.config)
+        networks["Eh"] = encoder.networks["Eh"]
     device = torch.device(device)
-    return FaceSR({k: v.to(device) for k, v in model.networks.items()}, ModelConfig(**model.config), device)
+    return FaceSR({k: v.to(device) for k, v in networks.items()}, ModelConfig(**model.config), device)
 
 
 # --------------------------------------------------------------------------- model inputs from files

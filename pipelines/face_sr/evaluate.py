@@ -1,7 +1,8 @@
 """DVC stage ``evaluate`` of "Face super-resolution with an ear": ``python -m pipelines.face_sr.evaluate``.
 
-Compares face-SR methods on the test splits: bicubic, image only, audio only, fused and
-mismatched-voice super-resolution of the same test clips, scored for fidelity (PSNR,
+Compares face-SR methods on the test splits: bicubic, the reconstruction G(Eh(x_h)) (the
+ceiling, Eh from ``train_eh``), image only, audio only, fused and mismatched-voice
+super-resolution of the same test clips, scored for fidelity (PSNR,
 SSIM, LPIPS, shift-tolerant LPIPS) and, by the judge network of the ``evaluators``
 stage (``<face_sr.out_dir>/evaluators/model.pt``), for the speaker's attributes and
 identity (components/evaluation/face_sr.py). Outputs in ``evaluate.out_dir``
@@ -42,7 +43,7 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     cfg, shards, out = params.evaluate, params.data_path("shards"), Path(params.evaluate.out_dir)
     judge_path = stage_dir(params, JUDGE_STAGE) / "model.pt"
     model = load_face_sr(params.face_sr.out_dir, resolve_device(params.face_sr.device),
-                         expect_config=model_config(params.face_sr))
+                         expect_config=model_config(params.face_sr), reconstruction=True)
     recognition = params.evaluators.face_recognition_path
     judge = load_judge(judge_path, OnnxFaceEmbedder(recognition) if recognition else None)
     scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path))
@@ -54,7 +55,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     notes = [f"model: {params.face_sr.out_dir}/train_fusion/model.pt ({params.face_sr.preset} preset, "
              f"{mc.lr_size}x{mc.lr_size} -> {mc.resolution}x{mc.resolution}); judge: {judge_path}"
              + (f", identity embedding from {recognition}" if recognition else "")]
-    inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", judge_path]
+    inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", Path(params.face_sr.out_dir) / "train_eh",
+              judge_path]
     with stage_run("evaluate", params, inputs=inputs) as tracked:
         metrics = evaluate(model, scorers, splits, out, cfg, notes, progress=progress)
         tracked.log_metrics(metrics)

@@ -19,9 +19,9 @@ from components.data.shards import write_shards
 from components.errors import EarshotError
 from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, identity_of, load_judge
-from components.evaluation.face_sr import (DELTA_METRICS, METHODS, METRICS, EncodedSplit, Scorers, claim_verdict,
-                                           claims_table, evaluate, judged_metrics, method_output, mismatch_partners,
-                                           pick_voices, summarize)
+from components.evaluation.face_sr import (DELTA_METRICS, GAIN_METRICS, METHODS, METRICS, EncodedSplit, Scorers,
+                                           claim_verdict, claims_table, evaluate, judged_metrics, method_output,
+                                           mismatch_partners, pick_voices, summarize)
 from components.evaluation.stats import speaker_bootstrap
 from components.evaluation.judge import Judgement
 from components.inference.face_sr import load_face_sr
@@ -381,6 +381,7 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
     means |= {"seen.mismatched.follows_audio", "unseen.mismatched.follows_audio"}
     means |= {f"{s}.truth.{k}" for s in ("seen", "unseen") for k in ("attr_acc", "age_err", "id_acc")}
     means |= {f"{s}.delta.{k}" for s in ("seen", "unseen") for k in DELTA_METRICS}
+    means |= {f"{s}.reconstruction_gain.{k}" for s in ("seen", "unseen") for k in GAIN_METRICS}
     allowed = means | {f"{k}_{end}" for k in means for end in ("lo", "hi")}
     allowed |= {f"{s}.{n}" for s in ("seen", "unseen") for n in ("n_speakers", "n_id_scored")}
     assert set(metrics) <= allowed
@@ -392,6 +393,9 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
         assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
     assert metrics["seen.delta.psnr"] == pytest.approx(metrics["seen.fused.psnr"] - metrics["seen.image_only.psnr"],
                                                        abs=1e-5)
+    # the reconstruction row is G(Eh(truth)), compared with bicubic on the judge, paired
+    assert metrics["unseen.reconstruction_gain.attr_acc"] == pytest.approx(
+        metrics["unseen.reconstruction.attr_acc"] - metrics["unseen.bicubic.attr_acc"], abs=1e-5)
     assert all(0 <= metrics[f"{s}.mismatched.follows_audio"] <= 1 for s in ("seen", "unseen"))
     # an untrained generator is far from the truth; bicubic of the 8x8 input is not
     assert metrics["seen.bicubic.psnr"] > metrics["seen.image_only.psnr"] + 5
@@ -402,6 +406,7 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
         for method in METHODS:
             assert f"| {split} | {method} |" in table
         assert f"| {split} | fused higher than image-only on attr_acc (delta > 0) |" in table
+        assert f"| {split} | G can draw it: G(Eh(truth)) higher than bicubic on attr_acc |" in table
     assert f"{metrics['seen.bicubic.psnr']:.3f} [{metrics['seen.bicubic.psnr_lo']:.3f}, " in table
     for name in ("grid_seen.png", "grid_unseen.png", "mixing_seen.png", "mixing_unseen.png", "ablation.png"):
         with Image.open(out / name) as img:
@@ -479,3 +484,17 @@ def test_the_judge_resumed_after_a_kill_equals_an_unbroken_one(world: Params, tm
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     reports = [json.loads((tmp_path / f / "evaluators" / "metrics.json").read_text()) for f in ("whole", "broken")]
     assert reports[0].pop("seconds") > 0 and reports[1].pop("seconds") > 0 and reports[0] == reports[1]
+
+
+def test_reconstruction_is_g_of_eh_of_the_true_face(world: Params):
+    """The reconstruction row decodes Eh's code of the TRUE high-res face (not the 8x8
+    input): a model whose Eh is replaced must change it, the other methods not."""
+    model = load_face_sr(world.face_sr.out_dir, reconstruction=True)
+    hr = images(4, size=model.config.resolution, seed=3)
+    expected = model.networks["G"](model.networks["Eh"](hr)).clamp(-1, 1)
+    assert torch.allclose(model.reconstruct(hr), expected, atol=1e-6)
+    assert not torch.allclose(model.reconstruct(hr), model.reconstruct(images(4, size=model.config.resolution, seed=4)))
+    plain = load_face_sr(world.face_sr.out_dir)
+    assert not plain.can_reconstruct
+    with pytest.raises(EarshotError, match="reconstruction needs Eh"):
+        plain.reconstruct(hr)

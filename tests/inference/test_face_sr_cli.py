@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from components.figures.images import from_hwc
 from components.data.features import degrade, face_sr_spectrogram, resize
-from components.inference.face_sr import FINAL_STAGE, face_input, load_face_sr
+from components.inference.face_sr import ENCODER_STAGE, FINAL_STAGE, face_input, load_face_sr
 from components.inference.inputs import pair_by_stem
 from components.media.ffmpeg import run_ffmpeg
 from components.models.face_sr import FAMILY, ModelConfig, build_models, config_dict, get_preset
@@ -32,11 +32,15 @@ def save_tiny_model(out_dir: Path, cfg: ModelConfig = TINY, stage: str = FINAL_S
     near zero); its last layer is redrawn larger here so the voice visibly matters, as
     it does after training.
     """
-    nets = build_models(cfg, seed, ("G", "El", "Ea", "F"))
+    nets = build_models(cfg, seed, ("G", "El", "Ea", "F", "Eh"))
     with torch.no_grad():
         nets["F"].mlp[-1].weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(seed))
     path = out_dir / stage / "model.pt"
-    save_model(path, family=FAMILY, stage=stage, config=config_dict(cfg), networks=nets, step=1)
+    save_model(path, family=FAMILY, stage=stage, config=config_dict(cfg),
+               networks={k: v for k, v in nets.items() if k != "Eh"}, step=1)
+    if stage == FINAL_STAGE:  # Eh with the same G, where train_eh saves them (the reconstruction G(Eh(x)))
+        save_model(out_dir / ENCODER_STAGE / "model.pt", family=FAMILY, stage=ENCODER_STAGE, config=config_dict(cfg),
+                   networks={"Eh": nets["Eh"], "G": nets["G"]}, step=1)
     return out_dir
 
 
