@@ -4,4 +4,5 @@
 # ``<split>.<method>.<metric>`` key). Here, not in a module that loads torch, so that the
 # comparison of ablations reads it cheaply.
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "stlpips": False, "attr_acc": True,
-                    "age_err": False, "id_acc": True, "id_cos": True, "follows_audio": True}
+                    "age_err": False, "id_acc": True, "id_cos": True, "follows_audio": True,
+                    "id_acc_dlib": True, "id_dist_dlib": False}

@@ -25,7 +25,11 @@ output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` 
 the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
 does not know: the nearest ground-truth face embedding among the split's faces of OTHER
 clips is the speaker's own; a face whose speaker has no other clip is not scored) and
-``id_cos`` (cosine between the output's and the ground truth's embeddings).
+``id_cos`` (cosine between the output's and the ground truth's embeddings). A real
+face-recognition network, dlib's 128-d ResNet (:mod:`components.evaluation.face_id`,
+trained on real faces, shipped in a wheel), adds ``id_dist_dlib`` (distance to the true
+face's descriptor; dlib's same-person threshold is 0.6) and ``id_acc_dlib`` (the nearest
+true face among the split's other clips is the speaker's), on one frame per clip.
 ``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ in the
 attribute, the fraction of outputs whose predicted attribute is the VOICE's.
 
@@ -60,8 +64,9 @@ from components.config import EvaluateParams
 from components.evaluation import HIGHER_IS_BETTER
 from components.figures import plots
 from components.figures.grids import save_grid
-from components.figures.images import nearest_up
+from components.figures.images import nearest_up, to_hwc
 from components.evaluation import metrics as M
+from components.evaluation.face_id import FaceIdentity, identification_hits
 from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
 from components.evaluation.stats import Estimate, speaker_bootstrap
 from components.inference.face_sr import FaceSR
@@ -73,7 +78,7 @@ SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 METHODS = ("bicubic", "reconstruction", "image_only", "audio_only", "fused", "mismatched")
 GAIN_METRICS = ("attr_acc", "age_err", "id_acc")
 """Judged metrics of reconstruction minus bicubic (``<split>.reconstruction_gain.<metric>``)."""
-METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos")
+METRICS = ("psnr", "ssim", "lpips", "stlpips", "attr_acc", "age_err", "id_acc", "id_cos", "id_acc_dlib", "id_dist_dlib")
 DELTA_METRICS = ("attr_acc", "age_err", "id_acc", "id_cos", "psnr", "stlpips")
 """Metrics of the paper's comparison, fused minus image-only (``<split>.delta.<metric>``)."""
 FOLLOWS_AUDIO_CLAIM = 0.5
@@ -174,6 +179,26 @@ class Scorers:
     judge: FaceJudge
     stlpips: nn.Module  # components.models.perceptual.PerceptualLoss
     lpips: nn.Module | None = None  # None: AlexNet weights unavailable, LPIPS skipped
+    face_id: FaceIdentity | None = None  # dlib's face ResNet (components.evaluation.face_id); None: skipped
+
+
+def dlib_rows(data: EncodedSplit) -> np.ndarray:
+    """The samples dlib's ResNet scores: one per clip (its first frame), ~80 ms an image."""
+    return np.sort(np.unique(np.asarray(data.keys, dtype=str), return_index=True)[1])
+
+
+def dlib_metrics(face_id: FaceIdentity, outputs: torch.Tensor, data: EncodedSplit, rows: np.ndarray,
+                 truth: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample ``id_dist_dlib`` (distance of the output's descriptor to its true face's;
+    dlib says the same person below 0.6) and ``id_acc_dlib`` (its nearest true face among
+    the split's other clips is the speaker's), NaN outside ``rows``; ``truth``: the
+    descriptors of the true faces of ``rows``."""
+    found = face_id.embed(list(to_hwc(outputs[rows])))
+    clips, people = np.asarray(data.keys, dtype=str)[rows], np.asarray(data.identities)[rows]
+    dist, hits = np.full(len(data), np.nan), np.full(len(data), np.nan)
+    dist[rows] = np.linalg.norm(found - truth, axis=1)
+    hits[rows] = identification_hits(found, people, clips, truth, people, clips)
+    return {"id_acc_dlib": hits, "id_dist_dlib": dist}
 
 
 def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, closed_set: bool,
@@ -200,6 +225,10 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
     truth = scorers.judge(data.hr)
     meaningful = ("attr_acc", "age_err", "id_acc")
     reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
+    id_rows = dlib_rows(data)
+    true_ids = None if scorers.face_id is None else scorers.face_id.embed(list(to_hwc(data.hr[id_rows])))
+    if true_ids is not None:  # the truth row: each true face among the split's other clips' true faces
+        reference["id_acc_dlib"] = dlib_metrics(scorers.face_id, data.hr, data, id_rows, true_ids)["id_acc_dlib"]
     per_method: dict[str, dict[str, np.ndarray]] = {}
     for method in track(methods_of(model), description=f"evaluate {data.name}", disable=not progress):
         pixel: dict[str, list[np.ndarray]] = {"psnr": [], "ssim": [], "stlpips": [], "lpips": []}
@@ -213,9 +242,12 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
             if scorers.lpips is not None:
                 pixel["lpips"].append(M.lpips_distance(scorers.lpips, out, target).numpy())
             outputs.append(out)
-        judgement = scorers.judge(torch.cat(outputs))
+        made = torch.cat(outputs)
+        judgement = scorers.judge(made)
         scores = {k: np.concatenate(v) for k, v in pixel.items() if v}
         scores |= judged_metrics(judgement, data, truth, closed_set, labels)
+        if true_ids is not None:
+            scores |= dlib_metrics(scorers.face_id, made, data, id_rows, true_ids)
         if method == "mismatched":
             scores["follows_audio"] = M.follows_audio(judgement.sex, data.sex, data.sex[partners])
         per_method[method] = scores
@@ -423,6 +455,10 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
               "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and, on "
               "unseen speakers, identification by the nearest ground-truth face among the split's OTHER clips "
               "(a face whose speaker has no other clip is not scored)."]
+    if scorers.face_id is not None:
+        notes.append("id_acc_dlib, id_dist_dlib: dlib's 128-d face ResNet (trained on real faces; same person below "
+                     "a distance of 0.6), on the first frame of every clip; id_acc_dlib: the nearest true face among "
+                     "the split's other clips is the speaker's.")
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_bytes_atomic(out_dir / "results.md", results_table(metrics, counts, notes).encode())
     plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=methods_of(model),

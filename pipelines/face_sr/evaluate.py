@@ -23,6 +23,7 @@ import torch
 
 from components.config import Params
 from components.data.dataset import ShardDataset
+from components.evaluation.face_id import FaceIdentity
 from components.evaluation.judge import OnnxFaceEmbedder, load_judge
 from components.evaluation.face_sr import SPLITS, Scorers, evaluate
 from components.evaluation.metrics import load_lpips
@@ -46,7 +47,7 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
                          expect_config=model_config(params.face_sr), reconstruction=True)
     recognition = params.evaluators.face_recognition_path
     judge = load_judge(judge_path, OnnxFaceEmbedder(recognition) if recognition else None)
-    scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path))
+    scorers = Scorers(judge, PerceptualLoss(), load_lpips(cfg.lpips_alexnet_path), FaceIdentity())
     mc = model.config
     splits = {name: functools.partial(ShardDataset, shards, split, "face_sr", train=False, hr_size=mc.resolution,
                                       lr_size=mc.lr_size, spec_seconds=mc.audio_seconds,

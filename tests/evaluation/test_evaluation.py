@@ -379,7 +379,7 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
     metrics = json.loads((out / "metrics.json").read_text())
     means = {f"{s}.{m}.{k}" for s in ("seen", "unseen") for m in METHODS for k in METRICS}
     means |= {"seen.mismatched.follows_audio", "unseen.mismatched.follows_audio"}
-    means |= {f"{s}.truth.{k}" for s in ("seen", "unseen") for k in ("attr_acc", "age_err", "id_acc")}
+    means |= {f"{s}.truth.{k}" for s in ("seen", "unseen") for k in ("attr_acc", "age_err", "id_acc", "id_acc_dlib")}
     means |= {f"{s}.delta.{k}" for s in ("seen", "unseen") for k in DELTA_METRICS}
     means |= {f"{s}.reconstruction_gain.{k}" for s in ("seen", "unseen") for k in GAIN_METRICS}
     allowed = means | {f"{k}_{end}" for k in means for end in ("lo", "hi")}
@@ -393,6 +393,9 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
         assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
     assert metrics["seen.delta.psnr"] == pytest.approx(metrics["seen.fused.psnr"] - metrics["seen.image_only.psnr"],
                                                        abs=1e-5)
+    # dlib's ResNet: distances are >= 0 and the true faces identify themselves at least as well as outputs
+    assert all(metrics[f"{s}.{m}.id_dist_dlib"] >= 0 for s in ("seen", "unseen") for m in METHODS)
+    assert metrics["seen.truth.id_acc_dlib"] >= metrics["seen.image_only.id_acc_dlib"]
     # the reconstruction row is G(Eh(truth)), compared with bicubic on the judge, paired
     assert metrics["unseen.reconstruction_gain.attr_acc"] == pytest.approx(
         metrics["unseen.reconstruction.attr_acc"] - metrics["unseen.bicubic.attr_acc"], abs=1e-5)
