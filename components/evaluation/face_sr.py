@@ -365,25 +365,29 @@ def claim_verdict(lo: float, hi: float, higher_is_better: bool, threshold: float
     return "**holds**" if good else "no: the opposite holds" if bad else f"no: the interval contains {threshold:g}"
 
 
+def _difference_claims(metrics: Mapping[str, float], split: str, group: str, metrics_of: Iterable[str],
+                       claim: str) -> list[str]:
+    """Rows for the paired differences ``<split>.<group>.<metric>``: ``claim`` says what
+    holds when the difference is on the metric's good side (``{better}`` and ``{metric}``)."""
+    rows = []
+    for metric in metrics_of:
+        key = f"{split}.{group}.{metric}"
+        if f"{key}_lo" in metrics:
+            up = HIGHER_IS_BETTER[metric]
+            verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], up)
+            text = claim.format(better="higher" if up else "lower", metric=metric, sign="> 0" if up else "< 0")
+            rows.append(f"| {split} | {text} | {_with_interval(metrics, key, signed=True)} | {verdict} |")
+    return rows
+
+
 def claims_table(metrics: Mapping[str, float], splits: Iterable[str]) -> list[str]:
     """The paper's claims, each with its estimate, 95 % interval and whether it holds."""
     lines = ["| split | claim | estimate [95 % interval] | holds? |", "|---|---|---:|---|"]
     for split in splits:
-        for metric in DELTA_METRICS:
-            key = f"{split}.delta.{metric}"
-            if f"{key}_lo" in metrics:
-                better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-                verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], HIGHER_IS_BETTER[metric])
-                lines.append(f"| {split} | fused {better} than image-only on {metric} (delta "
-                             f"{'> 0' if HIGHER_IS_BETTER[metric] else '< 0'}) | "
-                             f"{_with_interval(metrics, key, signed=True)} | {verdict} |")
-        for metric in GAIN_METRICS:
-            key = f"{split}.reconstruction_gain.{metric}"
-            if f"{key}_lo" in metrics:
-                better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-                verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], HIGHER_IS_BETTER[metric])
-                lines.append(f"| {split} | G can draw it: G(Eh(truth)) {better} than bicubic on {metric} | "
-                             f"{_with_interval(metrics, key, signed=True)} | {verdict} |")
+        lines += _difference_claims(metrics, split, "delta", DELTA_METRICS,
+                                    "fused {better} than image-only on {metric} (delta {sign})")
+        lines += _difference_claims(metrics, split, "reconstruction_gain", GAIN_METRICS,
+                                    "G can draw it: G(Eh(truth)) {better} than bicubic on {metric}")
         key = f"{split}.mismatched.follows_audio"
         if f"{key}_lo" in metrics:
             verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], True, FOLLOWS_AUDIO_CLAIM)
