@@ -24,12 +24,13 @@ speaker whose FACE was the input: ``attr_acc`` (predicted sex-like attribute of 
 output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` (seen:
 the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
 does not know: the nearest ground-truth face embedding among the split's faces of OTHER
-clips is the speaker's own; a face whose speaker has no other clip is not scored) and
+videos is the speaker's own, see :func:`recordings`; a face whose speaker has no other
+video is not scored) and
 ``id_cos`` (cosine between the output's and the ground truth's embeddings). A real
 face-recognition network, dlib's 128-d ResNet (:mod:`components.evaluation.face_id`,
 trained on real faces, shipped in a wheel), adds ``id_dist_dlib`` (distance to the true
 face's descriptor; dlib's same-person threshold is 0.6) and ``id_acc_dlib`` (the nearest
-true face among the split's other clips is the speaker's), on one frame per clip.
+true face among the split's other videos is the speaker's), on one frame per clip.
 ``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ in the
 attribute, the fraction of outputs whose predicted attribute is the VOICE's.
 
@@ -49,7 +50,7 @@ with whether each holds), ``grid_<split>.png``, ``mixing_<split>.png`` and ``abl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,15 @@ class Scorers:
     face_id: FaceIdentity | None = None  # dlib's face ResNet (components.evaluation.face_id); None: skipped
 
 
+def recordings(keys: Sequence[str]) -> np.ndarray:
+    """The video (recording session) of each ``<speaker>/<video>/<clip>`` key. Identity
+    galleries leave out the query's whole video, not just its clip: clips of one video share
+    background, light and pose (VoxCeleb's as the rendered corpus's), so the nearest face of
+    another clip of the same video re-identifies the picture, not the person (bicubic scored
+    1.000 on unseen speakers with only the clip left out)."""
+    return np.array([key.rsplit("/", 1)[0] for key in keys], dtype=str)
+
+
 def dlib_rows(data: EncodedSplit) -> np.ndarray:
     """The samples dlib's ResNet scores: one per clip (its first frame), ~80 ms an image."""
     return np.sort(np.unique(np.asarray(data.keys, dtype=str), return_index=True)[1])
@@ -191,13 +201,13 @@ def dlib_metrics(face_id: FaceIdentity, outputs: torch.Tensor, data: EncodedSpli
                  truth: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample ``id_dist_dlib`` (distance of the output's descriptor to its true face's;
     dlib says the same person below 0.6) and ``id_acc_dlib`` (its nearest true face among
-    the split's other clips is the speaker's), NaN outside ``rows``; ``truth``: the
+    the split's other videos is the speaker's), NaN outside ``rows``; ``truth``: the
     descriptors of the true faces of ``rows``."""
     found = face_id.embed(list(to_hwc(outputs[rows])))
-    clips, people = np.asarray(data.keys, dtype=str)[rows], np.asarray(data.identities)[rows]
+    videos, people = recordings(data.keys)[rows], np.asarray(data.identities)[rows]
     dist, hits = np.full(len(data), np.nan), np.full(len(data), np.nan)
     dist[rows] = np.linalg.norm(found - truth, axis=1)
-    hits[rows] = identification_hits(found, people, clips, truth, people, clips)
+    hits[rows] = identification_hits(found, people, videos, truth, people, videos)
     return {"id_acc_dlib": hits, "id_dist_dlib": dist}
 
 
@@ -208,9 +218,9 @@ def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, c
     if closed_set:
         id_hits = M.closed_set_hits(judgement.id_logits, labels)
     else:
-        clips = np.asarray(data.keys, dtype=str)
+        videos = recordings(data.keys)
         id_hits = M.nearest_gallery_hits(judgement.embedding, truth.embedding, data.identities, data.identities,
-                                         clips, clips)
+                                         videos, videos)
     return {"attr_acc": M.binary_hits(judgement.sex, data.sex), "age_err": M.abs_error(judgement.age, data.age),
             "id_acc": id_hits, "id_cos": M.rowwise_cosine(judgement.embedding, truth.embedding)}
 
@@ -227,7 +237,7 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
     reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
     id_rows = dlib_rows(data)
     true_ids = None if scorers.face_id is None else scorers.face_id.embed(list(to_hwc(data.hr[id_rows])))
-    if true_ids is not None:  # the truth row: each true face among the split's other clips' true faces
+    if true_ids is not None:  # the truth row: each true face among the true faces of the split's other videos
         reference["id_acc_dlib"] = dlib_metrics(scorers.face_id, data.hr, data, id_rows, true_ids)["id_acc_dlib"]
     per_method: dict[str, dict[str, np.ndarray]] = {}
     for method in track(methods_of(model), description=f"evaluate {data.name}", disable=not progress):
@@ -457,12 +467,12 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
                      "to torchvision's alexnet-owt-7be5be79.pth); stlpips is the shift-tolerant LPIPS.")
     notes += ["attr_acc, age_err, id_acc, id_cos: judged by the evaluator network against the speaker whose face "
               "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and, on "
-              "unseen speakers, identification by the nearest ground-truth face among the split's OTHER clips "
-              "(a face whose speaker has no other clip is not scored)."]
+              "unseen speakers, identification by the nearest ground-truth face among the split's OTHER videos "
+              "(a face whose speaker has no other video in the split is not scored)."]
     if scorers.face_id is not None:
         notes.append("id_acc_dlib, id_dist_dlib: dlib's 128-d face ResNet (trained on real faces; same person below "
                      "a distance of 0.6), on the first frame of every clip; id_acc_dlib: the nearest true face among "
-                     "the split's other clips is the speaker's.")
+                     "the split's other videos is the speaker's.")
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_bytes_atomic(out_dir / "results.md", results_table(metrics, counts, notes).encode())
     plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=methods_of(model),

@@ -21,7 +21,7 @@ from components.evaluation import metrics as M
 from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, identity_of, load_judge
 from components.evaluation.face_sr import (DELTA_METRICS, GAIN_METRICS, METHODS, METRICS, EncodedSplit, Scorers,
                                            claim_verdict, claims_table, evaluate, judged_metrics, method_output,
-                                           mismatch_partners, pick_voices, summarize)
+                                           mismatch_partners, pick_voices, recordings, summarize)
 from components.evaluation.stats import speaker_bootstrap
 from components.evaluation.judge import Judgement
 from components.inference.face_sr import load_face_sr
@@ -147,29 +147,31 @@ def test_attribute_and_identity_metrics_leave_unknown_truth_out():
                           equal_nan=True)
 
 
-def test_unseen_identity_leaves_the_query_clip_out_of_the_gallery():
-    # a bicubic-like query is its own gallery entry; the speaker's other clip looks like someone else
+def test_unseen_identity_leaves_the_query_video_out_of_the_gallery():
+    # a bicubic-like query is its own gallery entry; the speaker's other video looks like someone else
     unit = lambda v: np.asarray(v, float) / np.linalg.norm(v)  # noqa: E731
     gallery = np.stack([unit([1, 0, 0]), unit([0.9, 0.1, 0]), unit([0, 0, 1]), unit([0, 0.1, 0.9]), unit([0, 1, 0])])
     ids = np.array(["a", "b", "a", "b", "c"])
-    clips = np.array(["a/v/1", "b/v/1", "a/v/2", "b/v/2", "c/v/1"])
+    clips = np.array(["a/v1/1", "b/v1/1", "a/v2/1", "b/v2/1", "c/v1/1"])
     hits = M.nearest_gallery_hits(gallery, gallery, ids, ids, clips, clips)
     # image re-identification would score 1.0 everywhere; c has no other clip: not scored
     assert np.array_equal(hits, [0.0, 0.0, 0.0, 0.0, np.nan], equal_nan=True)
     # several frames of one clip are all left out, and a real match in another clip is found
-    frames = np.array(["a/v/1", "a/v/1", "a/v/2"])
+    frames = np.array(["a/v1/1", "a/v1/1", "a/v2/1"])
     emb = np.stack([unit([1, 0, 0]), unit([1, 0.1, 0]), unit([1, 0.2, 0])])
     assert np.array_equal(M.nearest_gallery_hits(emb, emb, np.array(["a", "a", "a"]), np.array(["a", "a", "a"]),
                                                  frames, frames), [1.0, 1.0, 1.0])
-    # the evaluation leaves out every frame of the sample's clip (here a second frame of a/v/1),
-    # so an output identical to its truth is not counted as recognised
+    # the evaluation leaves out the sample's whole VIDEO: here another clip of a/v1 that looks
+    # exactly like it (same background and pose) must not count as recognising the person
     n = 6
-    data = EncodedSplit("unseen", clips.tolist() + ["a/v/1"], torch.zeros(n, 3, 4, 4), torch.zeros(n, 3, 2, 2),
+    keys = clips.tolist() + ["a/v1/2"]
+    data = EncodedSplit("unseen", keys, torch.zeros(n, 3, 4, 4), torch.zeros(n, 3, 2, 2),
                         torch.zeros(n, 1, 2), torch.zeros(n, 1, 2), np.append(ids, "a"), np.append(ids, "a"),
                         np.zeros(n), np.zeros(n))
     truth = Judgement(np.zeros(n), np.zeros(n), np.zeros((n, 0)), np.vstack([gallery, unit([1, 0.02, 0])]))
     scores = judged_metrics(truth, data, truth, False, np.full(n, -1))
     assert np.array_equal(scores["id_acc"], [0.0, 0.0, 0.0, 0.0, np.nan, 0.0], equal_nan=True)
+    assert list(recordings(keys)) == ["a/v1", "b/v1", "a/v2", "b/v2", "c/v1", "a/v1"]
 
 
 class VoiceAddingModel:
@@ -385,17 +387,19 @@ def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, eval
     allowed = means | {f"{k}_{end}" for k in means for end in ("lo", "hi")}
     allowed |= {f"{s}.{n}" for s in ("seen", "unseen") for n in ("n_speakers", "n_id_scored")}
     assert set(metrics) <= allowed
-    # every metric applies here: LPIPS from the configured AlexNet file, follows_audio
-    # because both splits have voices of both sexes
-    assert set(metrics) == allowed
+    # every metric applies here (LPIPS from the configured AlexNet file, follows_audio
+    # because both splits have voices of both sexes), except dlib's identification on seen
+    # speakers, whose held-out clips here all come from one video: no other video to find them in
+    optional = {k for k in allowed if k.startswith("seen.") and ".id_acc_dlib" in k}
+    assert allowed - optional <= set(metrics)
     assert metrics["seen.n_speakers"] == 2 and metrics["unseen.n_speakers"] == 2
-    for key in means:
+    for key in means - optional:
         assert metrics[f"{key}_lo"] <= metrics[key] <= metrics[f"{key}_hi"], key
     assert metrics["seen.delta.psnr"] == pytest.approx(metrics["seen.fused.psnr"] - metrics["seen.image_only.psnr"],
                                                        abs=1e-5)
     # dlib's ResNet: distances are >= 0 and the true faces identify themselves at least as well as outputs
     assert all(metrics[f"{s}.{m}.id_dist_dlib"] >= 0 for s in ("seen", "unseen") for m in METHODS)
-    assert metrics["seen.truth.id_acc_dlib"] >= metrics["seen.image_only.id_acc_dlib"]
+    assert metrics["unseen.truth.id_acc_dlib"] >= metrics["unseen.image_only.id_acc_dlib"]
     # the reconstruction row is G(Eh(truth)), compared with bicubic on the judge, paired
     assert metrics["unseen.reconstruction_gain.attr_acc"] == pytest.approx(
         metrics["unseen.reconstruction.attr_acc"] - metrics["unseen.bicubic.attr_acc"], abs=1e-5)
