@@ -44,7 +44,7 @@ def real_data() -> Path:
     folder = os.environ.get("EARSHOT_REAL_DATA")
     if not folder:
         pytest.skip("EARSHOT_REAL_DATA is not set")
-    path = Path(folder)
+    path = Path(folder).resolve()  # absolute: tests link to the clips from temporary folders
     if not (path / "clips").is_dir():
         pytest.fail(f"EARSHOT_REAL_DATA={folder} has no clips/ folder")
     return path

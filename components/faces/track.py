@@ -179,11 +179,12 @@ def track_stats(main: Track, tracks: Sequence[Track], keyframes: Sequence[int], 
                        if o.area >= competing_ratio * main_area.get(f, typical) and not _same_face(main, f, o))
             competing = max(competing, hits)
     seen = sum(weight[f] for f in main.observations)
+    lost = sum(weight[f] for f in keyframes if f not in main.observations)  # exactly 0 when never lost
     extreme = sum(weight[f] for f, o in main.observations.items() if abs(yaw_proxy(o.landmarks)) > max_yaw)
     return TrackStats(
         n_keyframes=len(keyframes),
         face_px=float(np.median(sides)),
-        lost_fraction=max(0.0, 1.0 - seen),
+        lost_fraction=lost,
         competing_fraction=competing,
         extreme_fraction=extreme / seen if seen > 0 else 1.0,
     )
