@@ -145,8 +145,7 @@ class _SinglePass:
         detecting without cropping."""
         self.placing = False
         last_key = self.linker.keyframes[-1]  # the keyframe that found no face to place
-        while self.buffer and self.buffer[0][0] <= last_key:
-            self.buffer.popleft()
+        self._drop_through(last_key)
         self.next_key = last_key + self.faces.detect_every_max
         for _ in self.crops():
             pass
@@ -185,11 +184,15 @@ class _SinglePass:
         self.linker.update(i, detections)
         self.n_faces = len(detections)
 
+    def _drop_through(self, i: int) -> None:
+        """Forget the buffered frames up to frame ``i``, uncropped."""
+        while self.buffer and self.buffer[0][0] <= i:
+            self.buffer.popleft()
+
     def _place(self, i: int) -> Iterator[np.ndarray]:
         """Crop the buffered frames up to keyframe ``i`` (just detected)."""
         if not self.placing:
-            while self.buffer and self.buffer[0][0] <= i:
-                self.buffer.popleft()
+            self._drop_through(i)
             return
         leader = self.linker.leader()
         obs = leader.observations.get(i) if leader is not None else None

@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from components.errors import EarshotError
+from components.evaluation.metrics import nearest_hits
 
 SAME_PERSON_THRESHOLD = 0.6  # dlib's documented same-person distance for this ResNet
 CHIP_SIZE = 150  # the aligned face size the ResNet was trained on
@@ -154,14 +155,8 @@ def identification_hits(queries: np.ndarray, query_speakers: np.ndarray, query_c
 
     Gallery faces from the query's own clip are left out, so a super-resolved frame is
     never matched with its own ground truth. NaN where the query's speaker has no face
-    left in the gallery (the test cannot be passed or failed).
+    left in the gallery (the test cannot be passed or failed). The rule is the judge's
+    (:func:`components.evaluation.metrics.nearest_hits`), on dlib's distances.
     """
-    query_speakers, query_clips = np.asarray(query_speakers), np.asarray(query_clips)
-    gallery_speakers, gallery_clips = np.asarray(gallery_speakers), np.asarray(gallery_clips)
-    distances = pairwise_distances(queries, gallery)
-    distances[query_clips[:, None] == gallery_clips[None, :]] = np.inf
-    findable = ((query_speakers[:, None] == gallery_speakers[None, :]) & np.isfinite(distances)).any(1)
-    if distances.shape[1] == 0:
-        return np.full(len(query_speakers), np.nan)
-    hits = (gallery_speakers[distances.argmin(axis=1)] == query_speakers).astype(np.float64)
-    return np.where(findable, hits, np.nan)
+    return nearest_hits(-pairwise_distances(queries, gallery), query_speakers, gallery_speakers, query_clips,
+                        gallery_clips)

@@ -176,11 +176,20 @@ def nearest_gallery_hits(queries: np.ndarray, gallery: np.ndarray, query_ids: np
     input would score 1.0), not recognising the person. Embeddings must be L2-normalised.
     NaN for a query whose identity has no other clip in the gallery (it cannot be scored).
     """
+    similarity = np.asarray(queries, np.float64) @ np.asarray(gallery, np.float64).T
+    return nearest_hits(similarity, query_ids, gallery_ids, query_clips, gallery_clips)
+
+
+def nearest_hits(similarity: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                 query_clips: np.ndarray, gallery_clips: np.ndarray) -> np.ndarray:
+    """Per-query 1.0 / 0.0: is the most similar gallery entry (``similarity``: queries x
+    gallery, higher is closer) of the query's identity, gallery entries of the query's own
+    clip left out? NaN where the identity has no entry left (the query cannot be scored)."""
     query_ids, gallery_ids = np.asarray(query_ids), np.asarray(gallery_ids)
     if not len(gallery_ids):
         return np.full(len(query_ids), np.nan)
     other_clip = np.asarray(query_clips)[:, None] != np.asarray(gallery_clips)[None, :]
-    sim = np.where(other_clip, np.asarray(queries, np.float64) @ np.asarray(gallery, np.float64).T, -np.inf)
+    sim = np.where(other_clip, similarity, -np.inf)
     hits = (gallery_ids[sim.argmax(axis=1)] == query_ids).astype(np.float64)
     scorable = (other_clip & (query_ids[:, None] == gallery_ids[None, :])).any(axis=1)
     return np.where(scorable, hits, np.nan)

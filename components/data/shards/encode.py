@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from components.errors import Rejected
-from components.media.jpeg_video import decode_jpeg, encode_jpeg, is_jpeg_video, iter_crop_frames, read_jpegs
+from components.media.jpeg_video import encode_jpeg, is_jpeg_video, iter_crop_frames, read_jpegs
 from components.orchestration.items import call_item
 
 
@@ -47,11 +47,13 @@ def _jpeg_frames(path: Path, quality: int) -> tuple[list[bytes], tuple[int, int]
     they are, any other codec decoded and encoded at ``quality``."""
     if is_jpeg_video(path):
         return read_jpegs(path)
-    frames = [encode_jpeg(frame, quality) for frame in iter_crop_frames(path)]
-    if not frames:
+    frames, size = [], None
+    for frame in iter_crop_frames(path):
+        size = size or frame.shape[:2]
+        frames.append(encode_jpeg(frame, quality))
+    if size is None:
         raise Rejected("corrupt", f"{path}: no frame decodes")
-    height, width = decode_jpeg(frames[0], "gray").shape
-    return frames, (height, width)
+    return frames, size
 
 
 def _landmarks(path: Path, n: int) -> np.ndarray:
