@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 PARENT_POLL_SECONDS = 0.5
 
 
-def _init_worker(parent: int, warmup: Callable[[], Any] | None = None) -> None:
+def _init_worker(parent: int, warmup: Callable[[], Any] | None = None, forked: bool = False) -> None:
     """Worker initializer: one BLAS/OpenMP thread per process (workers are the parallelism),
     the worker dies with the stage process that spawned it, and the stage's ``warmup``
     (load a model, say) runs once, before the worker's first item.
@@ -67,9 +67,12 @@ def _init_worker(parent: int, warmup: Callable[[], Any] | None = None) -> None:
     # for every core before the variables above were set (OpenBLAS and OpenMP read them at
     # load): size them here. Measured on the audio stage: 2 forked workers each running 2
     # OpenBLAS threads used 1.6x the CPU of one thread for the same clips.
-    for module, call in (("torch", "set_num_threads"), ("cv2", "setNumThreads")):
-        if module in sys.modules:
-            getattr(sys.modules[module], call)(1)
+    # (OpenCV's pool is sized in the parent around the fork instead, _opencv_serial: resizing
+    # a pool inherited from a parent that had used it waits forever on its missing threads.)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if "cv2" in sys.modules and not forked:
+        sys.modules["cv2"].setNumThreads(1)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -108,7 +111,29 @@ def _process_pool(workers: int, warmup: Callable[[], Any] | None = None,
         log.debug("forking is unsafe with %d Python threads running: workers are spawned", threading.active_count())
         start_method = "spawn"
     return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context(start_method), initializer=_init_worker,
-                                  initargs=(os.getpid(), warmup))
+                                  initargs=(os.getpid(), warmup, start_method == "fork"))
+
+
+@contextmanager
+def _opencv_serial() -> Iterator[None]:
+    """OpenCV at one thread in this process while workers are forked from it, then as it was.
+
+    A forked worker must not resize the OpenCV thread pool it inherits: if this process had
+    used the pool, its threads are missing in the copy and ``cv2.setNumThreads`` there waits
+    on them forever (seen: a test session whose earlier tests had run detection in process
+    hung its next stage's workers in ``pthread_cond_destroy``). Sized to one thread here,
+    before the fork, the copies start serial and never touch the pool.
+    """
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None:
+        yield
+        return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 class RespawningPool(cf.Executor):
@@ -136,7 +161,8 @@ class RespawningPool(cf.Executor):
         self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], cf.Future]] = deque()
         self._running: dict[cf.Future, tuple[Any, cf.ProcessPoolExecutor, bool]] = {}
         self._pool = _process_pool(workers, warmup, start_method)
-        self._pool.submit(_started).result()  # all workers start now (a fork pool starts them at its first call)
+        with _opencv_serial():
+            self._pool.submit(_started).result()  # all workers start now (a fork pool starts them at its first call)
         self._closed = False
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:

@@ -259,6 +259,39 @@ def test_workers_are_forked_only_from_a_single_threaded_process():
     assert forked("single") == "True" and forked("threads") == "False"
 
 
+def opencv_threads_after_a_resize() -> int:
+    """In a worker: OpenCV's thread count once it has run a parallel resize."""
+    import cv2
+    import numpy as np
+
+    cv2.resize(np.zeros((1500, 1500, 3), np.uint8), (701, 701))
+    return cv2.getNumThreads()
+
+
+_OPENCV_FORK_CHECK = """
+import cv2, numpy as np
+from components.orchestration.executors import default_executor
+from tests.orchestration.test_runner import opencv_threads_after_a_resize
+cv2.setNumThreads(2)
+for _ in range(5):  # the stage process has used OpenCV's thread pool (detection in process, say)
+    cv2.GaussianBlur(np.zeros((1500, 1500, 3), np.uint8), (9, 9), 0)
+pool = default_executor(2, start_method="fork")
+print(sorted(pool.submit(opencv_threads_after_a_resize).result() for _ in range(4)), cv2.getNumThreads())
+pool.shutdown()
+"""
+
+
+def test_forked_workers_of_a_process_that_used_opencv_threads_do_not_hang():
+    """A forked worker that resized the OpenCV pool it inherited waited forever on the pool's
+    missing threads: the workers start serial and the stage process keeps its own pool size."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _OPENCV_FORK_CHECK], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=60).stdout.strip()
+    assert out == "[1, 1, 1, 1] 2"
+
+
 def test_an_unknown_start_method_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="orchestration.start_method"):
         tiny_params(tmp_path, **{"orchestration.start_method": "teleport"})
