@@ -40,6 +40,7 @@ from components.config.face_sr import (
     EvaluatorsParams,
     FaceSRParams,
     FaceSRSections,
+    JudgeFacesParams,
     TrainEaParams,
     TrainEhParams,
     TrainElParams,
@@ -52,8 +53,8 @@ from components.errors import ConfigError
 
 __all__ = [
     "AudioParams", "CommonParams", "DownloadParams", "EvaluateParams", "EvaluatorsParams", "FaceSRParams",
-    "FacesParams", "OrchestrationParams", "Params", "ReportParams", "Section", "ShardsParams", "SweepParams",
-    "SynthParams", "TrackingParams", "TrainEaParams", "TrainEhParams", "TrainElParams", "TrainFusionParams",
+    "FacesParams", "JudgeFacesParams", "OrchestrationParams", "Params", "ReportParams", "Section", "ShardsParams",
+    "SweepParams", "SynthParams", "TrackingParams", "TrainEaParams", "TrainEhParams", "TrainElParams", "TrainFusionParams",
     "TrainGParams", "TrainStageParams", "default_params", "load_params", "parse_params", "project_params_path",
     "set_dotted",
 ]

@@ -1,6 +1,6 @@
 """The params of the face super-resolution paper (Meishvili et al. 2020): ``face_sr``
-(shared by its training stages), ``train_g`` ... ``train_fusion``, ``evaluators`` and
-``evaluate``.
+(shared by its training stages), ``train_g`` ... ``train_fusion``, ``judge_faces``,
+``evaluators`` and ``evaluate``.
 
 The values are in ``params.yaml``; these classes say what each key is and which values
 it accepts. Fields without a default are required; a ``None`` default is a documented
@@ -58,6 +58,9 @@ class TrainStageParams(Section):
 class TrainGParams(TrainStageParams):
     """G + D: non-saturating logistic GAN, lazy R1, optional path length, EMA of G."""
 
+    steps: int = Field(ge=0, description="GAN steps; 0: no GAN, G is learnt as Eh's decoder from its "
+                                         "initialisation in train_eh (an autoencoder from step 0)")
+
     r1_gamma: float = Field(ge=0, description="R1 weight (StyleGAN2: 2e-4 * resolution^2 / batch)")
     r1_every: int = Field(ge=1, description="lazy R1: every k D steps, scaled by k")
     pl_weight: float = Field(ge=0, description="path-length regulariser weight (0: off)")
@@ -85,8 +88,10 @@ class TrainElParams(TrainStageParams):
 
 
 class TrainEaParams(TrainStageParams):
-    """Ea: 4 s of speech -> Eh's code of the same person's face (latent regression)."""
+    """Ea: 4 s of speech -> the code of the speaker's face (latent regression)."""
 
+    target: Literal["speaker", "frame"] = Field(description="speaker: the mean of Eh's codes over the speaker's "
+                                                "training frames; frame: Eh's code of a frame of the clip")
     w_latent: float = Field(ge=0)
     w_rec: float = Field(ge=0, description="optional image loss through G (costs a G pass)")
     w_perc: float = Field(ge=0)
@@ -95,16 +100,33 @@ class TrainEaParams(TrainStageParams):
 class TrainFusionParams(TrainStageParams):
     """F fuses El's and Ea's codes (both frozen) into a code G decodes into the high-res face."""
 
+    audio_noise: float = Field(ge=0, description="Gaussian noise on Ea's code in training, relative to its RMS "
+                                                 "(Ea is more accurate on its training clips than on new voices)")
     w_rec: float = Field(ge=0)
     w_perc: float = Field(ge=0)
     w_latent: float = Field(ge=0)
 
 
+class JudgeFacesParams(Section):
+    """The judge's own rendered speakers (stage ``judge_faces``, components/data/synth/judge_faces.py):
+    people that appear nowhere else, drawn like the corpus's (``download.synth``'s frame size and
+    glasses/beard probabilities), found and cropped as the ``faces`` stage does."""
+
+    seed: int = Field(description="the speakers' attributes, scenes and motion; must differ from download.synth.seed")
+    n_speakers: int = Field(ge=2)
+    clips_per_speaker: int = Field(ge=1, description="short clips (each its own scene) per speaker")
+    clip_seconds: float = Field(gt=0.5, le=60, description="length of each clip the frames are spread over")
+    frames_per_speaker: int = Field(ge=1, description="frames rendered per speaker, spread evenly over its clips")
+
+
 class EvaluatorsParams(Section):
-    """The judge of face-SR outputs: a CNN trained on the high-res training faces
+    """The judge of face-SR outputs: a CNN trained on high-res true faces
     (components/evaluation/judge.py), at the face-SR model's resolution."""
 
-    frames_per_clip: int = Field(ge=1, description="random frames drawn from each training clip")
+    train_on: Literal["rendered", "corpus"] = Field(
+        description="rendered: the judge_faces stage's speakers (identities disjoint from the corpus); "
+                    "corpus: the training split's faces (real labelled data)")
+    frames_per_clip: int = Field(ge=1, description="random frames drawn from each training clip (train_on: corpus)")
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=2)
     lr: float = Field(gt=0)
@@ -148,5 +170,6 @@ class FaceSRSections(Section):
     train_el: TrainElParams
     train_ea: TrainEaParams
     train_fusion: TrainFusionParams
+    judge_faces: JudgeFacesParams
     evaluators: EvaluatorsParams
     evaluate: EvaluateParams

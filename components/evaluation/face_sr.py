@@ -21,16 +21,18 @@ Metrics per method (:mod:`components.evaluation.metrics`): ``psnr``, ``ssim``,
 ``lpips`` (only when AlexNet's weights are on disk), ``stlpips``; and through the
 evaluator network (:mod:`components.evaluation.judge`), always against the
 speaker whose FACE was the input: ``attr_acc`` (predicted sex-like attribute of the
-output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` (seen:
-the evaluator's closed-set identity classifier; unseen, whose speakers the classifier
-does not know: the nearest ground-truth face embedding among the split's faces of OTHER
-videos is the speaker's own, see :func:`recordings`; a face whose speaker has no other
-video is not scored) and
-``id_cos`` (cosine between the output's and the ground truth's embeddings). A real
-face-recognition network, dlib's 128-d ResNet (:mod:`components.evaluation.face_id`,
-trained on real faces, shipped in a wheel), adds ``id_dist_dlib`` (distance to the true
-face's descriptor; dlib's same-person threshold is 0.6) and ``id_acc_dlib`` (the nearest
-true face among the split's other videos is the speaker's), on one frame per clip.
+output = the speaker's), ``age_err`` (mean absolute error in years), ``id_acc`` and
+``id_cos`` (cosine between the output's and the ground truth's embeddings). ``id_acc`` is
+identification by the nearest true face embedding (one rule,
+:func:`~components.evaluation.metrics.nearest_hits`): on seen speakers closed-set, against
+the :class:`Gallery` of the TRAINING split's true faces (one frame per training clip; the
+judge's identity classes may be other people, the rendered ``judge_faces`` speakers); on
+unseen speakers against the split's true faces of OTHER videos (see :func:`recordings`; a
+face whose speaker has no other video is not scored). A real face-recognition network,
+dlib's 128-d ResNet (:mod:`components.evaluation.face_id`, trained on real faces, shipped
+in a wheel), adds ``id_dist_dlib`` (distance to the true face's descriptor; dlib's
+same-person threshold is 0.6) and ``id_acc_dlib`` (the same identification rule on dlib's
+descriptors, same galleries), on one frame per clip.
 ``mismatched`` adds ``follows_audio``: over pairs whose two speakers differ in the
 attribute, the fraction of outputs whose predicted attribute is the VOICE's.
 
@@ -68,7 +70,8 @@ from components.figures.grids import save_grid
 from components.figures.images import nearest_up, to_hwc
 from components.evaluation import metrics as M
 from components.evaluation.face_id import FaceIdentity, identification_hits
-from components.evaluation.judge import FaceJudge, Judgement, identity_labels, identity_of
+from components.evaluation.judge import (FaceJudge, FaceSet, Gallery, Judgement, encode_gallery, gallery_hits,
+                                         identity_of)
 from components.evaluation.stats import Estimate, speaker_bootstrap
 from components.inference.face_sr import FaceSR
 from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
@@ -198,25 +201,31 @@ def dlib_rows(data: EncodedSplit) -> np.ndarray:
 
 
 def dlib_metrics(face_id: FaceIdentity, outputs: torch.Tensor, data: EncodedSplit, rows: np.ndarray,
-                 truth: np.ndarray) -> dict[str, np.ndarray]:
+                 truth: np.ndarray, gallery: Gallery | None) -> dict[str, np.ndarray]:
     """Per-sample ``id_dist_dlib`` (distance of the output's descriptor to its true face's;
-    dlib says the same person below 0.6) and ``id_acc_dlib`` (its nearest true face among
-    the split's other videos is the speaker's), NaN outside ``rows``; ``truth``: the
-    descriptors of the true faces of ``rows``."""
+    dlib says the same person below 0.6) and ``id_acc_dlib`` (its nearest true face in
+    ``gallery``, else among the split's other videos, is the speaker's), NaN outside
+    ``rows``; ``truth``: the descriptors of the true faces of ``rows``."""
     found = face_id.embed(list(to_hwc(outputs[rows])))
     videos, people = recordings(data.keys)[rows], np.asarray(data.identities)[rows]
     dist, hits = np.full(len(data), np.nan), np.full(len(data), np.nan)
     dist[rows] = np.linalg.norm(found - truth, axis=1)
-    hits[rows] = identification_hits(found, people, videos, truth, people, videos)
+    if gallery is not None and gallery.descriptors is not None:
+        hits[rows] = identification_hits(found, people, np.asarray(data.keys, dtype=str)[rows], gallery.descriptors,
+                                         gallery.faces.identities, gallery.faces.keys)
+    else:
+        hits[rows] = identification_hits(found, people, videos, truth, people, videos)
     return {"id_acc_dlib": hits, "id_dist_dlib": dist}
 
 
-def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, closed_set: bool,
-                   labels: np.ndarray) -> dict[str, np.ndarray]:
+def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement,
+                   gallery: Gallery | None) -> dict[str, np.ndarray]:
     """Per-sample attribute and identity metrics of outputs judged as ``judgement``,
-    against the true speaker of each input face (see the module docstring)."""
-    if closed_set:
-        id_hits = M.closed_set_hits(judgement.id_logits, labels)
+    against the true speaker of each input face (see the module docstring). ``id_acc``:
+    the nearest face of ``gallery`` (seen speakers), else of the split's true faces of
+    other videos (``truth``), is the speaker's."""
+    if gallery is not None:
+        id_hits = gallery_hits(judgement, data.identities, np.asarray(data.keys, dtype=str), gallery)
     else:
         videos = recordings(data.keys)
         id_hits = M.nearest_gallery_hits(judgement.embedding, truth.embedding, data.identities, data.identities,
@@ -226,19 +235,20 @@ def judged_metrics(judgement: Judgement, data: EncodedSplit, truth: Judgement, c
 
 
 def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: np.ndarray, batch_size: int, *,
+                gallery: Gallery | None = None,
                 progress: bool = False) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Per-sample metrics of every method, and of the ground truth itself: how well the
     judge reads true faces, the ceiling of its verdicts on outputs (attributes and
-    identity; id_cos would compare a face with itself there)."""
-    closed_set = data.name == "seen"  # seen speakers are the evaluator's identity classes
-    labels = identity_labels(data.speaker_ids.tolist(), scorers.judge.speakers)
+    identity; id_cos would compare a face with itself there). ``gallery``: the identity
+    gallery of a seen split (None: identification among the split's other videos)."""
     truth = scorers.judge(data.hr)
     meaningful = ("attr_acc", "age_err", "id_acc")
-    reference = {k: v for k, v in judged_metrics(truth, data, truth, closed_set, labels).items() if k in meaningful}
+    reference = {k: v for k, v in judged_metrics(truth, data, truth, gallery).items() if k in meaningful}
     id_rows = dlib_rows(data)
     true_ids = None if scorers.face_id is None else scorers.face_id.embed(list(to_hwc(data.hr[id_rows])))
-    if true_ids is not None:  # the truth row: each true face among the true faces of the split's other videos
-        reference["id_acc_dlib"] = dlib_metrics(scorers.face_id, data.hr, data, id_rows, true_ids)["id_acc_dlib"]
+    if true_ids is not None:  # the truth row: each true face identified by the same rule as the outputs
+        reference["id_acc_dlib"] = dlib_metrics(scorers.face_id, data.hr, data, id_rows, true_ids,
+                                                gallery)["id_acc_dlib"]
     per_method: dict[str, dict[str, np.ndarray]] = {}
     for method in track(methods_of(model), description=f"evaluate {data.name}", disable=not progress):
         pixel: dict[str, list[np.ndarray]] = {"psnr": [], "ssim": [], "stlpips": [], "lpips": []}
@@ -255,9 +265,9 @@ def score_split(model: FaceSR, scorers: Scorers, data: EncodedSplit, partners: n
         made = torch.cat(outputs)
         judgement = scorers.judge(made)
         scores = {k: np.concatenate(v) for k, v in pixel.items() if v}
-        scores |= judged_metrics(judgement, data, truth, closed_set, labels)
+        scores |= judged_metrics(judgement, data, truth, gallery)
         if true_ids is not None:
-            scores |= dlib_metrics(scorers.face_id, made, data, id_rows, true_ids)
+            scores |= dlib_metrics(scorers.face_id, made, data, id_rows, true_ids, gallery)
         if method == "mismatched":
             scores["follows_audio"] = M.follows_audio(judgement.sex, data.sex, data.sex[partners])
         per_method[method] = scores
@@ -438,11 +448,14 @@ def results_table(metrics: Mapping[str, float], counts: Mapping[str, tuple[int, 
 
 def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], Iterable[dict[str, Any]]]],
              out_dir: str | Path, cfg: EvaluateParams, notes: Iterable[str] = (), *,
-             progress: bool = False) -> dict[str, float]:
+             gallery: Callable[[], FaceSet] | None = None, progress: bool = False) -> dict[str, float]:
     """Run the comparison and write every output (see the module docstring).
 
     ``splits`` maps ``seen``/``unseen`` to a function giving that split's evaluation
     samples (a :class:`ShardDataset` in eval mode); an empty split is reported as such.
+    ``gallery`` gives the training split's true faces, one per clip
+    (:func:`~components.evaluation.judge.load_faces`), the seen speakers' identity gallery,
+    read and encoded once; without it seen speakers are identified like unseen ones.
     Returns the flat metrics.
     """
     out_dir = Path(out_dir)
@@ -458,21 +471,28 @@ def evaluate(model: FaceSR, scorers: Scorers, splits: Mapping[str, Callable[[], 
                 plots.message_figure(f"no clips in the {SPLITS[name]} split", out_dir / figure)
             continue
         partners = mismatch_partners(data.identities, data.sex, cfg.seed)
-        per_method, truth = score_split(model, scorers, data, partners, cfg.batch_size, progress=progress)
+        seen_gallery = None
+        if name == "seen" and gallery is not None:
+            seen_gallery = encode_gallery(scorers.judge, gallery(), scorers.face_id)
+        per_method, truth = score_split(model, scorers, data, partners, cfg.batch_size, gallery=seen_gallery,
+                                        progress=progress)
         metrics |= summarize(name, per_method, truth, data.identities, cfg.bootstrap_samples, cfg.seed)
         draw_figures(model, data, out_dir, cfg, partners)
     notes = list(notes)
     if scorers.lpips is None:
         notes.append("LPIPS (AlexNet) skipped: its ImageNet weights are not on disk (set evaluate.lpips_alexnet_path "
                      "to torchvision's alexnet-owt-7be5be79.pth); stlpips is the shift-tolerant LPIPS.")
+    seen_rule = ("closed-set identification against the TRAINING split's true faces (one frame per training "
+                 "clip): the nearest one is of the speaker" if gallery is not None else
+                 "identification by the nearest ground-truth face among the split's OTHER videos")
     notes += ["attr_acc, age_err, id_acc, id_cos: judged by the evaluator network against the speaker whose face "
-              "was the input (also for mismatched); id_acc is closed-set identification on seen speakers and, on "
-              "unseen speakers, identification by the nearest ground-truth face among the split's OTHER videos "
-              "(a face whose speaker has no other video in the split is not scored)."]
+              f"was the input (also for mismatched); id_acc by the judge's face embedding: on seen speakers "
+              f"{seen_rule}; on unseen speakers identification by the nearest ground-truth face among the split's "
+              "OTHER videos (a face whose speaker has no other video in the split is not scored)."]
     if scorers.face_id is not None:
         notes.append("id_acc_dlib, id_dist_dlib: dlib's 128-d face ResNet (trained on real faces; same person below "
-                     "a distance of 0.6), on the first frame of every clip; id_acc_dlib: the nearest true face among "
-                     "the split's other videos is the speaker's.")
+                     "a distance of 0.6), on the first frame of every clip; id_acc_dlib: the same identification "
+                     "rule as id_acc on dlib's descriptors.")
     write_json_atomic(out_dir / "metrics.json", metrics)
     write_bytes_atomic(out_dir / "results.md", results_table(metrics, counts, notes).encode())
     plots.ablation_plot(metrics, out_dir / "ablation.png", splits=list(counts), methods=methods_of(model),

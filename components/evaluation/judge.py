@@ -1,11 +1,19 @@
 """Judging faces: how a trained face judge reads the sex-like attribute, age and identity.
 
 The judge (:class:`~components.models.face_sr.judge.FaceEvaluator`, family
-``"face_judge"``) is trained by the ``evaluators`` stage on the high-res TRAINING faces
-(``components/training/face_sr/judge.py``); here it is loaded from its ``model.pt``
-(:func:`load_judge`) and applied, frozen, to every method's outputs and to the true
-faces (:class:`FaceJudge`, :func:`judge_report`). :func:`load_faces` reads a split's
-faces with their speakers' ground truth (:class:`FaceSet`).
+``"face_judge"``) is trained by the ``evaluators`` stage on high-res true faces
+(``components/training/face_sr/judge.py``): the ``judge_faces`` stage's rendered speakers
+(:func:`load_rendered_faces`) or the corpus's training split; here it is loaded from its
+``model.pt`` (:func:`load_judge`) and applied, frozen, to every method's outputs and to
+the true faces (:class:`FaceJudge`, :func:`judge_report`). :func:`load_faces` reads a
+split's faces with their speakers' ground truth (:class:`FaceSet`).
+
+Identity on SEEN speakers (new clips of the corpus's training speakers) is closed-set
+identification against a gallery of the TRAINING split's true faces (one frame per
+training clip): a face counts as recognised when its nearest gallery face is of its
+speaker (:func:`~components.evaluation.metrics.nearest_gallery_hits`). The judge's own
+identity classes may be other people (the rendered speakers), so its classifier is not
+what identifies corpus speakers; its embedding is.
 
 ``evaluators.face_recognition_path`` replaces the identity embedding with a real
 face-recognition network exported to ONNX (e.g. an ArcFace model): input (N, 3, 112,
@@ -21,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +39,9 @@ from components.data.shards import UNKNOWN_SPEAKER, split_group
 from components.errors import EarshotError
 from components.models.checkpoint import load_model
 from components.models.face_sr.judge import FAMILY, NETWORK, STAGE, FaceEvaluator
+
+if TYPE_CHECKING:
+    from components.evaluation.face_id import FaceIdentity
 
 ARCFACE_SIZE = 112
 
@@ -47,6 +58,7 @@ class FaceSet:
     """Faces with their speakers' ground truth, in sample order."""
 
     images: torch.Tensor  # (N, 3, R, R) float in [-1, 1]
+    keys: np.ndarray  # (N,) str, ``<speaker>/<video>/<clip>``: which clip each face is from
     speaker_ids: np.ndarray  # (N,) str
     identities: np.ndarray  # (N,) str, see identity_of
     sex: np.ndarray  # (N,) float: 0 female, 1 male, NaN unknown
@@ -58,18 +70,19 @@ class FaceSet:
 
 def collect_faces(samples: Iterable[dict[str, Any]]) -> FaceSet:
     """A :class:`FaceSet` from face-SR samples of :class:`~components.data.dataset.ShardDataset`."""
-    images, speakers, identities, sex, age = [], [], [], [], []
+    images, keys, speakers, identities, sex, age = [], [], [], [], [], []
     for s in samples:
         images.append(s["hr"])
+        keys.append(s["key"])
         speakers.append(s["speaker_id"])
         identities.append(identity_of(s["speaker_id"], s["key"]))
         sex.append(float(s.get("attr_sex", np.nan)))
         age.append(float(s.get("attr_age", np.nan)))
     if not images:
         empty = np.array([], dtype=str)
-        return FaceSet(torch.zeros(0, 3, 1, 1), empty, empty, np.zeros(0), np.zeros(0))
-    return FaceSet(torch.stack(images), np.array(speakers, dtype=str), np.array(identities, dtype=str),
-                   np.array(sex), np.array(age))
+        return FaceSet(torch.zeros(0, 3, 1, 1), empty, empty, empty, np.zeros(0), np.zeros(0))
+    return FaceSet(torch.stack(images), np.array(keys, dtype=str), np.array(speakers, dtype=str),
+                   np.array(identities, dtype=str), np.array(sex), np.array(age))
 
 
 def load_faces(shards_dir: str | Path, split: str, resolution: int, *, frames_per_clip: int = 1,
@@ -95,6 +108,28 @@ def load_faces(shards_dir: str | Path, split: str, resolution: int, *, frames_pe
             yield from ds
 
     return collect_faces(passes())
+
+
+def load_rendered_faces(table: str | Path, resolution: int) -> FaceSet:
+    """The ``judge_faces`` stage's faces (its ``faces.parquet``) at ``resolution``, decoded
+    and resized as :class:`~components.data.dataset.ShardDataset` reads a shard's crops."""
+    import pandas as pd
+
+    from components.data.features import resize
+    from components.figures.images import from_hwc
+    from components.media.jpeg_video import decode_jpeg
+
+    path = Path(table)
+    if not path.is_file():
+        raise EarshotError(f"{path}: no rendered judge faces; run `dvc repro judge_faces` "
+                           "(or set evaluators.train_on: corpus)")
+    rows = pd.read_parquet(path)
+    if rows.empty:
+        raise EarshotError(f"{path}: no faces in the table")
+    images = torch.stack([resize(from_hwc(decode_jpeg(data)), resolution) for data in rows["jpeg"]])
+    speakers = np.array(rows["speaker_id"], dtype=str)
+    return FaceSet(images, np.array(rows["key"], dtype=str), speakers, speakers.copy(),
+                   np.array(rows["sex"], dtype=np.float64), np.array(rows["age"], dtype=np.float64))
 
 
 def identity_labels(speaker_ids: Sequence[str], speakers: Sequence[str]) -> np.ndarray:
@@ -209,17 +244,51 @@ class OnnxFaceEmbedder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def judge_report(judge: FaceJudge, faces: FaceSet, *, closed_set: bool) -> dict[str, float | None]:
+@dataclass(frozen=True)
+class Gallery:
+    """Faces of known people that others are identified against (the seen speakers'
+    training faces, one per clip), as each identity measure sees them: encoded once."""
+
+    faces: FaceSet
+    judged: Judgement  # the judge's view of them (its embeddings)
+    descriptors: np.ndarray | None  # (N, 128) dlib's (components.evaluation.face_id); None: not scored
+
+
+def encode_gallery(judge: FaceJudge, faces: FaceSet, face_id: FaceIdentity | None = None) -> Gallery:
+    """The :class:`Gallery` of ``faces``: the judge's view, and dlib's descriptors where
+    ``face_id`` is given."""
+    from components.figures.images import to_hwc
+
+    descriptors = None if face_id is None else face_id.embed(list(to_hwc(faces.images)))
+    return Gallery(faces, judge(faces.images), descriptors)
+
+
+def gallery_hits(judgement: Judgement, identities: np.ndarray, clips: np.ndarray, gallery: Gallery) -> np.ndarray:
+    """Per-face closed-set identification of faces judged as ``judgement`` (who each shows:
+    ``identities``; from ``clips``), 1.0 / 0.0, NaN where its person is not in the gallery:
+    is the nearest gallery face by the judge's embedding of that person?"""
+    from components.evaluation.metrics import nearest_gallery_hits
+
+    return nearest_gallery_hits(judgement.embedding, gallery.judged.embedding, identities, gallery.faces.identities,
+                                clips, gallery.faces.keys)
+
+
+def judge_report(judge: FaceJudge, faces: FaceSet, *, closed_set: bool = False,
+                 gallery: FaceSet | None = None) -> dict[str, float | None]:
     """How well the judge reads TRUE faces: sex-like attribute accuracy, age error,
-    closed-set identity accuracy (speakers it was trained on) and leave-one-out identity
-    verification by embedding. Its numbers on outputs mean only as much as these."""
+    leave-one-out identity verification by embedding, and ``id_acc``: with ``gallery``,
+    identification against it (:func:`gallery_hits`), else with ``closed_set`` the judge's
+    classifier over its own identity classes (absent where none of the faces is one of
+    them). Its numbers on outputs mean only as much as these."""
     from components.evaluation.metrics import abs_error, binary_hits, closed_set_hits, leave_one_out_hits, nanmean
 
     j = judge(faces.images)
     report = {"n": float(len(faces)), "sex_acc": nanmean(binary_hits(j.sex, faces.sex)),
               "age_mae": nanmean(abs_error(j.age, faces.age)),
               "id_verif_acc": nanmean(leave_one_out_hits(j.embedding, faces.identities))}
-    if closed_set:
+    if gallery is not None:
+        report["id_acc"] = nanmean(gallery_hits(j, faces.identities, faces.keys, encode_gallery(judge, gallery)))
+    elif closed_set:
         labels = identity_labels(faces.speaker_ids.tolist(), judge.speakers)
         report["id_acc"] = nanmean(closed_set_hits(j.id_logits, labels))
     return report

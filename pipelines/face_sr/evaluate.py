@@ -24,7 +24,7 @@ import torch
 from components.config import Params
 from components.data.dataset import ShardDataset
 from components.evaluation.face_id import FaceIdentity
-from components.evaluation.judge import OnnxFaceEmbedder, load_judge
+from components.evaluation.judge import OnnxFaceEmbedder, load_faces, load_judge
 from components.evaluation.face_sr import SPLITS, Scorers, evaluate
 from components.evaluation.metrics import load_lpips
 from components.inference.face_sr import load_face_sr
@@ -59,7 +59,8 @@ def run(params: Params, *, progress: bool = True) -> dict[str, Any]:
     inputs = [shards, Path(params.face_sr.out_dir) / "train_fusion", Path(params.face_sr.out_dir) / "train_eh",
               judge_path]
     with stage_run("evaluate", params, inputs=inputs) as tracked:
-        metrics = evaluate(model, scorers, splits, out, cfg, notes, progress=progress)
+        metrics = evaluate(model, scorers, splits, out, cfg, notes, progress=progress,
+                           gallery=functools.partial(load_faces, shards, "train", mc.resolution))
         tracked.log_metrics(metrics)
         tracked.log_metrics({"seconds": round(time.time() - started, 2)})
         for name in ("metrics.json", "results.md", *FIGURES):

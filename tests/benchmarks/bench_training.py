@@ -31,16 +31,19 @@ import torch
 from components.config import load_params, parse_params
 from components.data.dataset import ShardDataset
 from components.data.shards import write_shards
+from components.figures.images import from_pixels
 from components.models.face_sr import ModelConfig, build_models, get_preset
 from components.models.perceptual import PerceptualLoss
 from components.training import loop
 from components.training.face_sr import plan, recipes
+from components.training.feeds import CachedFeed
 from components.training.runtime import Runtime, setup_runtime
 from tests._fixtures import make_upstream
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.benchmark
 
+SPEAKERS = 4  # of the random training faces a stage is built on
 NEEDS = {"train_eh": ("G",), "train_el": ("Eh", "G"), "train_ea": ("Eh", "G"), "train_fusion": ("Eh", "G", "El", "Ea")}
 
 
@@ -51,7 +54,12 @@ def build(name: str, cfg: ModelConfig, runtime: Runtime) -> loop.Stage:
     for net in up.values():
         net.eval().requires_grad_(False)
     perceptual = PerceptualLoss().to(runtime.device) if getattr(p, "w_perc", 0) > 0 else None
-    stage = recipes.BUILDERS[name](p, cfg, 0, runtime.device, up, perceptual)
+    gen = torch.Generator().manual_seed(1)
+    faces = CachedFeed({"hr": torch.randint(0, 256, (SPEAKERS * 2, 3, cfg.resolution, cfg.resolution),
+                                            dtype=torch.uint8, generator=gen),
+                        "speaker": torch.arange(SPEAKERS * 2) % SPEAKERS}, batch_size=1, seed=0,
+                       decode={"hr": from_pixels})  # what per-speaker targets (train_ea) are computed from
+    stage = recipes.BUILDERS[name](p, cfg, 0, runtime.device, up, perceptual, faces)
     if runtime.channels_last:
         for net in stage.networks.values():
             net.to(memory_format=torch.channels_last)
@@ -65,7 +73,8 @@ def throughput(name: str, cfg: ModelConfig, runtime: Runtime, batch_size: int, s
     gen = torch.Generator().manual_seed(0)
     batch = {"hr": torch.rand(batch_size, 3, cfg.resolution, cfg.resolution, generator=gen) * 2 - 1,
              "lr": torch.rand(batch_size, 3, cfg.lr_size, cfg.lr_size, generator=gen) * 2 - 1,
-             "spec": torch.rand(batch_size, 1, *cfg.spectrogram_shape, generator=gen) * 2 - 1}
+             "spec": torch.rand(batch_size, 1, *cfg.spectrogram_shape, generator=gen) * 2 - 1,
+             "speaker": torch.arange(batch_size) % SPEAKERS}
     batch = loop.to_device(batch, runtime)
     scalers = {n: torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
                for n in stage.optimizers}

@@ -18,9 +18,11 @@ from components.config import Params, default_params
 from components.data.shards import write_shards
 from components.errors import EarshotError
 from components.evaluation import metrics as M
-from components.evaluation.judge import FaceJudge, OnnxFaceEmbedder, identity_of, load_judge
+from components.evaluation.judge import (FaceJudge, FaceSet, Gallery, OnnxFaceEmbedder, encode_gallery, identity_of,
+                                         load_judge)
 from components.evaluation.face_sr import (DELTA_METRICS, GAIN_METRICS, METHODS, METRICS, EncodedSplit, Scorers,
-                                           claim_verdict, claims_table, evaluate, judged_metrics, method_output,
+                                           claim_verdict, claims_table, dlib_metrics, evaluate, judged_metrics,
+                                           method_output,
                                            mismatch_partners, pick_voices, recordings, summarize)
 from components.evaluation.stats import speaker_bootstrap
 from components.evaluation.judge import Judgement
@@ -58,7 +60,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, alexnet_file: Path) -> Param
         "shards.seen_test_fraction": 0.25, "shards.seed": 7,
         "face_sr.out_dir": str(root / "models"), "face_sr.overrides": {"resolution": 32, "latent_dim": 32},
         "face_sr.threads": 2,
-        "evaluators.steps": 60, "evaluators.frames_per_clip": 2, "evaluators.width": 8,
+        "evaluators.train_on": "corpus", "evaluators.steps": 60, "evaluators.frames_per_clip": 2,
+        "evaluators.width": 8,
         "evaluators.embedding_dim": 16, "evaluators.batch_size": 16,
         "evaluate.out_dir": str(root / "results"), "evaluate.grid_samples": 3, "evaluate.mix_faces": 2,
         "evaluate.mix_voices": 3, "evaluate.lpips_alexnet_path": str(alexnet_file),
@@ -169,9 +172,49 @@ def test_unseen_identity_leaves_the_query_video_out_of_the_gallery():
                         torch.zeros(n, 1, 2), torch.zeros(n, 1, 2), np.append(ids, "a"), np.append(ids, "a"),
                         np.zeros(n), np.zeros(n))
     truth = Judgement(np.zeros(n), np.zeros(n), np.zeros((n, 0)), np.vstack([gallery, unit([1, 0.02, 0])]))
-    scores = judged_metrics(truth, data, truth, False, np.full(n, -1))
+    scores = judged_metrics(truth, data, truth, None)
     assert np.array_equal(scores["id_acc"], [0.0, 0.0, 0.0, 0.0, np.nan, 0.0], equal_nan=True)
     assert list(recordings(keys)) == ["a/v1", "b/v1", "a/v2", "b/v2", "c/v1", "a/v1"]
+
+
+def test_seen_identity_is_the_nearest_face_of_the_training_gallery():
+    """Seen speakers are identified against the TRAINING clips' true faces: a gallery of
+    three speakers, each query near one of them (not its own split's other videos)."""
+    unit = lambda v: np.asarray(v, float) / np.linalg.norm(v)  # noqa: E731
+    people = np.array(["a", "b", "c"])
+    train_keys = np.array(["a/v1/1", "b/v1/1", "c/v1/1"])
+    train = FaceSet(torch.zeros(3, 3, 4, 4), train_keys, people, people, np.zeros(3), np.zeros(3))
+    gallery = Gallery(train, Judgement(np.zeros(3), np.zeros(3), np.zeros((3, 0)), np.eye(3)),
+                      descriptors=np.eye(3) * 10)
+    # queries: a, b, c near their own gallery faces; a last "a" near b's
+    keys = ["a/v1/2", "b/v1/2", "c/v1/2", "a/v2/1"]
+    ids = np.array(["a", "b", "c", "a"])
+    near = np.stack([unit([1, 0.2, 0]), unit([0.1, 1, 0]), unit([0, 0.3, 1]), unit([0.2, 1, 0])])
+    data = EncodedSplit("seen", keys, torch.zeros(4, 3, 4, 4), torch.zeros(4, 3, 2, 2), torch.zeros(4, 1, 2),
+                        torch.zeros(4, 1, 2), ids, ids, np.zeros(4), np.zeros(4))
+    # the split's own faces would tell the other story: each query's truth is nearest another speaker's
+    truth = Judgement(np.zeros(4), np.zeros(4), np.zeros((4, 0)), near[[1, 0, 0, 1]])
+    judged = Judgement(np.zeros(4), np.zeros(4), np.zeros((4, 0)), near)
+    assert np.array_equal(judged_metrics(judged, data, truth, gallery)["id_acc"], [1.0, 1.0, 1.0, 0.0])
+    assert np.array_equal(judged_metrics(judged, data, truth, None)["id_acc"], [0.0, np.nan, np.nan, 1.0],
+                          equal_nan=True)
+    # dlib's descriptors by the same rule against the gallery's descriptors (one face per clip)
+
+    class Descriptors:  # stands in for dlib: a face's descriptor is written in its pixels
+        @staticmethod
+        def embed(images: list[np.ndarray]) -> np.ndarray:
+            return np.stack([image[0, 0].astype(np.float64) for image in images])
+
+    outputs = torch.tensor(near[:, :, None, None] * 2 - 1, dtype=torch.float32).expand(-1, -1, 4, 4)
+    rows = np.arange(4)
+    found = dlib_metrics(Descriptors(), outputs, data, rows, np.zeros((4, 3)), gallery)
+    assert np.array_equal(found["id_acc_dlib"], [1.0, 1.0, 1.0, 0.0])
+    # encode_gallery embeds every training face once, with dlib's descriptors where dlib is scored
+    judge = FaceJudge(FaceEvaluator(32, 2, width=8, embedding_dim=16), ["x", "y"])
+    faces = FaceSet(images(3), train_keys, people, people, np.zeros(3), np.zeros(3))
+    encoded = encode_gallery(judge, faces, Descriptors())
+    assert encoded.judged.embedding.shape == (3, 16) and encoded.descriptors.shape == (3, 3)
+    assert encode_gallery(judge, faces).descriptors is None
 
 
 class VoiceAddingModel:
@@ -371,6 +414,38 @@ def test_evaluators_stage_learns_the_training_faces_and_reports_held_out_accurac
     before = (out / "model.pt").stat().st_mtime_ns
     assert judge_stage.run(world, progress=False) == evaluators_run
     assert (out / "model.pt").stat().st_mtime_ns == before
+
+
+def test_evaluators_train_on_the_rendered_speakers_and_report_on_the_corpus(world: Params, tmp_path: Path):
+    """train_on: rendered: the judge's identity classes are the judge_faces speakers (nobody
+    of the corpus); its report still reads the corpus's true faces, seen identity against the
+    training clips' faces."""
+    from components.data.synth.judge_faces import render_judge_faces
+    from components.training.face_sr import judge as recipe
+    from components.training.stage import run_stage
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "shards").symlink_to(world.data_path("shards"))
+    params = world.model_copy(update={
+        "common": world.common.model_copy(update={"data_dir": str(data)}),
+        "face_sr": world.face_sr.model_copy(update={"out_dir": str(tmp_path / "models")}),
+        "evaluators": world.evaluators.model_copy(update={"train_on": "rendered", "steps": 20}),
+        "judge_faces": world.judge_faces.model_copy(update={"n_speakers": 5, "frames_per_speaker": 4,
+                                                            "clip_seconds": 1.0}),
+        "tracking": world.tracking.model_copy(update={"enabled": False})})
+    with pytest.raises(EarshotError, match=r"judge_faces/faces.parquet: no rendered judge faces.*judge_faces"):
+        run_stage(recipe.judge_plan(params), progress=False)
+    render_judge_faces(params, data / "judge_faces", progress=False)
+    assert run_stage(recipe.judge_plan(params), progress=False)["steps"] == 20
+    out = tmp_path / "models" / "evaluators"
+    assert load_judge(out / "model.pt").speakers == [f"judge{i:05d}" for i in range(5)]
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["n_speakers"] == 5 and written["id_chance"] == pytest.approx(0.2)
+    for key in ("train.sex_acc", "seen.sex_acc", "seen.age_mae", "seen.id_acc", "unseen.sex_acc",
+                "unseen.id_verif_acc"):
+        assert 0 <= written[key] <= (1 if "acc" in key else 100), key
+    assert "train.id_acc" not in written  # no corpus speaker is one of its classes
 
 
 def test_evaluate_stage_compares_every_method_on_both_splits(world: Params, evaluators_run: dict):

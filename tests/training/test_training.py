@@ -236,8 +236,8 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, data_dir: str, upst
     torch.distributed.barrier()
     weights, read = {}, {}
     for name in ("train_g", "train_el"):
-        stage = recipes.build_stage(name, params, cfg, runtime)
         data = training_data(params, name, cfg, batch_size=4, runtime=runtime)
+        stage = recipes.build_stage(name, params, cfg, runtime, data)
         read[name] = data.sources  # the clip of every cached sample
         config = loop.LoopConfig(steps=3, log_every=1, sample_every=100, checkpoint_every=100, seed=0,
                                  fingerprint="ddp-test")
@@ -313,9 +313,9 @@ def test_el_overfits_a_fixed_batch(trained: tuple[Params, dict[str, dict]]):
     torch.manual_seed(0)
     cfg = plan.model_config(params.face_sr)
     runtime = Runtime(torch.device("cpu"))
-    stage = recipes.build_stage("train_el", params.model_copy(update={
-        "train_el": params.train_el.model_copy(update={"lr": 3e-3})}), cfg, runtime)
     data = training_data(params, "train_el", cfg, 4, runtime)
+    stage = recipes.build_stage("train_el", params.model_copy(update={
+        "train_el": params.train_el.model_copy(update={"lr": 3e-3})}), cfg, runtime, data)
     batch = next(data.epoch(0))
     scalers = {n: torch.amp.GradScaler("cpu", enabled=False) for n in stage.optimizers}
     ctx = loop.StepContext(stage.networks, stage.optimizers, scalers, runtime, 4)
@@ -339,8 +339,9 @@ def test_mixed_precision_steps_of_every_stage(trained: tuple[Params, dict[str, d
     cfg = plan.model_config(params.face_sr)
     runtime = Runtime(torch.device("cpu"), amp_dtype=dtype, channels_last=True)
     for name in plan.STAGES:
-        stage = recipes.build_stage(name, params, cfg, runtime)
-        batch = loop.to_device(next(training_data(params, name, cfg, 4, runtime).epoch(0)), runtime)
+        data = training_data(params, name, cfg, 4, runtime)
+        stage = recipes.build_stage(name, params, cfg, runtime, data)
+        batch = loop.to_device(next(data.epoch(0)), runtime)
         scalers = {n: torch.amp.GradScaler("cpu", enabled=dtype == torch.float16) for n in stage.optimizers}
         ctx = loop.StepContext({n: stage.views.get(n, m) for n, m in stage.networks.items()}, stage.optimizers,
                                scalers, runtime, 4)
@@ -408,3 +409,56 @@ def test_small_pieces(tmp_path: Path):
     assert random.random() == expected[2]
     with pytest.raises(ConfigError, match="face_sr.overrides"):
         plan.model_config(parse_params({"face_sr": {"overrides": {"resolution": 48}}}).face_sr)
+
+
+class _MeanColour(torch.nn.Module):
+    """A stand-in Eh: the image's mean colour as a (2 latents x 3) code."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)).unsqueeze(1).expand(-1, 2, -1)
+
+
+def test_ea_speaker_targets_are_the_mean_code_of_each_speakers_frames():
+    from components.figures.images import from_pixels, to_pixels
+    from components.models.layers import pixel_norm
+    from components.training.feeds import CachedFeed
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 8, 8, generator=gen) * 2 - 1
+    speaker = torch.tensor([1, 0, 1, 2, 0, 1])
+    feed = CachedFeed({"hr": to_pixels(images), "speaker": speaker}, batch_size=2, seed=0,
+                      decode={"hr": from_pixels})
+    codes = recipes.speaker_codes(_MeanColour(), feed, torch.device("cpu"), batch_size=4)  # batches cross speakers
+    frames = pixel_norm(_MeanColour()(from_pixels(to_pixels(images))))
+    assert codes.shape == (3, 2, 3)
+    for s in range(3):
+        torch.testing.assert_close(codes[s], frames[speaker == s].mean(dim=0))
+
+
+def test_ea_speaker_targets_need_the_cached_faces():
+    with pytest.raises(ConfigError, match="cache_frames_per_clip"):
+        recipes.speaker_codes(_MeanColour(), iter([]), torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_fusion_audio_noise_is_relative_to_the_code_and_off_at_zero():
+    code = torch.randn(64, 4, 128) * 5
+    assert recipes.noisy_code(code, 0.0) is code
+    torch.manual_seed(0)
+    noise = recipes.noisy_code(code, 0.5) - code
+    ratio = noise.pow(2).mean(-1).sqrt() / code.pow(2).mean(-1).sqrt()
+    assert abs(float(ratio.mean()) - 0.5) < 0.05
+
+
+def test_no_gan_steps_hand_train_eh_the_initial_generator(data_dir: Path, tmp_path: Path):
+    """train_g.steps: 0 (the small preset's autoencoder from step 0): the stage exports G as
+    built from its seed, and train_eh learns it as Eh's decoder."""
+    params = make_params(tmp_path, data_dir, **{"tracking.enabled": False, "train_g.steps": 0, "train_eh.steps": 2})
+    stages.train_stage("train_g", params, progress=False)
+    cfg = plan.model_config(params.face_sr)
+    exported = ckpt_io.load_model(plan.stage_dir(params, "train_g") / "model.pt", ("G",), expect_family=FAMILY).networks["G"]
+    initial = build_models(cfg, params.face_sr.seed, ("G",))["G"]
+    for (name, value), expected in zip(exported.state_dict().items(), initial.state_dict().values()):
+        torch.testing.assert_close(value, expected, msg=name)
+    stages.train_stage("train_eh", params, progress=False)
+    tuned = ckpt_io.load_model(plan.stage_dir(params, "train_eh") / "model.pt", ("G",), expect_family=FAMILY).networks["G"]
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), initial.state_dict().values()))

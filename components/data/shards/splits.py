@@ -19,8 +19,9 @@ import hashlib
 
 import pandas as pd
 
+from components.data.sources.ids import UNKNOWN_SPEAKER
+
 SPLITS = ("train", "test_seen", "test_unseen")
-UNKNOWN_SPEAKER = "unknown"
 
 
 def unit_hash(seed: int, *parts: str) -> float:

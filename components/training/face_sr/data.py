@@ -26,6 +26,7 @@ import torch
 
 from components.config import Params
 from components.data.dataset import ShardDataset
+from components.data.sources.ids import UNKNOWN_SPEAKER
 from components.figures.images import from_pixels, to_pixels
 from components.models.face_sr import ModelConfig
 from components.training.face_sr.plan import USES_AUDIO
@@ -49,22 +50,33 @@ def cache_face_sr(dataset: ShardDataset, frames_per_clip: int, *, batch_size: in
     if not dataset.train or dataset.mode != "face_sr":
         raise ValueError("the cache is built from a face_sr ShardDataset in training mode")
     started = time.perf_counter()
-    hr, lr, spec, clips = [], [], [], []
+    hr, lr, spec, clips, speakers = [], [], [], [], []
     for batch in dataset_passes(dataset, frames_per_clip, num_workers=num_workers):
         hr.append(to_pixels(batch["hr"]))
         lr.append(batch["lr"])
         if with_spec:
             spec.append(batch["spec"].half())
         clips.extend(batch["key"])
+        speakers.extend(s if s != UNKNOWN_SPEAKER else f"{UNKNOWN_SPEAKER}/{key}"
+                        for s, key in zip(batch["speaker_id"], batch["key"]))
     if not hr:
         raise ValueError(f"no training samples in {dataset.files[:1] or 'the shards'} (split {dataset.split!r})")
-    tensors = {"hr": torch.cat(hr), "lr": torch.cat(lr)} | ({"spec": torch.cat(spec)} if with_spec else {})
+    tensors = {"hr": torch.cat(hr), "lr": torch.cat(lr), "speaker": speaker_index(speakers)}
+    tensors |= {"spec": torch.cat(spec)} if with_spec else {}
     cache = CachedFeed(tensors, batch_size=batch_size, seed=dataset.seed, sources=clips,
                        decode={"hr": from_pixels, "spec": torch.Tensor.float},
                        hint="lower batch_size or raise face_sr.cache_frames_per_clip")
     log.info("cached %d samples of %d clips (%.0f MB) in %.1f s", len(cache), len(set(clips)), cache.nbytes / 2**20,
              time.perf_counter() - started)
     return cache
+
+
+def speaker_index(speaker_ids: list[str]) -> torch.Tensor:
+    """Each sample's speaker as an index into the sorted speakers of the split (a batch key
+    for the stages whose targets are per speaker: train_ea's ``target: speaker``). The
+    cache names a clip of an unknown speaker by the clip: its own frames are its group."""
+    index = {s: i for i, s in enumerate(sorted(set(speaker_ids)))}
+    return torch.tensor([index[s] for s in speaker_ids], dtype=torch.int64)
 
 
 def training_data(params: Params, name: str, cfg: ModelConfig, batch_size: int, runtime: Runtime) -> Batches:

@@ -1,12 +1,16 @@
-"""The ``evaluators`` stage: the face judge trained on the high-res training faces, on the shared loop.
+"""The ``evaluators`` stage: the face judge trained on high-res true faces, on the shared loop.
 
 The judge (:class:`~components.models.face_sr.judge.FaceEvaluator`) learns the sex-like
-attribute, age and identity of the TRAINING faces (the ground truth, never a model
-output), ``evaluators.frames_per_clip`` random frames of each training clip held in
-memory. Each step draws a batch with replacement and augments it (flip, small shifts
-and zooms, blur by down-and-up resampling, brightness/contrast) so that the judge looks
-at what survives super-resolution rather than at pixel-exact detail, which every
-method's output lacks. AdamW with a linear warm-up and cosine decay of the learning rate.
+attribute, age and identity of true faces (the ground truth, never a model output), held
+in memory: with ``evaluators.train_on: rendered`` the ``judge_faces`` stage's speakers
+(``data/judge_faces/faces.parquet``: people who appear nowhere in the corpus, so its
+identity classes and embedding are trained on identities disjoint from every test
+speaker's), with ``corpus`` ``evaluators.frames_per_clip`` random frames of each clip of
+the corpus's training split (what a user with real labelled data trains on). Each step
+draws a batch with replacement and augments it (flip, small shifts and zooms, blur by
+down-and-up resampling, brightness/contrast) so that the judge looks at what survives
+super-resolution rather than at pixel-exact detail, which every method's output lacks.
+AdamW with a linear warm-up and cosine decay of the learning rate.
 
 Every random draw of the data (indices and augmentations) comes from one
 ``torch.Generator(evaluators.seed)`` in a fixed order (a
@@ -15,10 +19,10 @@ Every random draw of the data (indices and augmentations) comes from one
 RNG the loop seeds: the same data and settings give the same judge, and a resumed run
 the weights of an unbroken one. The stage folder holds what every stage writes
 (``model.pt`` of family ``face_judge``, ``checkpoint.pt``, ``metrics.tsv``,
-``summary.json``, ``samples/``) and ``metrics.json``: how well the judge reads held-out
-TRUE faces (attributes on test_seen and test_unseen, closed-set identity on test_seen,
-identity verification by embedding), i.e. how far its verdicts on super-resolved faces
-can be trusted.
+``summary.json``, ``samples/``) and ``metrics.json``: how well the judge reads the
+corpus's TRUE faces (attributes on train, test_seen and test_unseen; identity on
+test_seen against a gallery of the training clips' faces; identity verification by
+embedding), i.e. how far its verdicts on super-resolved faces can be trusted.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from components.evaluation.judge import (
     judge_report,
     load_faces,
     load_judge,
+    load_rendered_faces,
     training_speakers,
 )
 from components.io import fingerprint, sha256_file, write_json_atomic
@@ -137,7 +142,7 @@ class JudgeFaces:
 
     def __init__(self, faces: FaceSet, speakers: list[str]) -> None:
         if len(faces) < 2:  # batch norm needs two samples
-            raise EarshotError(f"{len(faces)} training face(s): the judge needs a train split of two clips or more")
+            raise EarshotError(f"{len(faces)} training face(s): the judge needs two faces or more to train on")
         ages = faces.age[~np.isnan(faces.age)]
         self.age_mean = float(ages.mean()) if len(ages) else 0.0
         self.age_std = float(ages.std()) if len(ages) > 1 and ages.std() > 0 else 1.0
@@ -196,12 +201,16 @@ def build_judge(cfg: EvaluatorsParams, faces: JudgeFaces, device: torch.device) 
 
 def judge_plan(params: Params) -> StagePlan:
     """The ``evaluators`` stage's run: the judge at the face-SR model's resolution, on the
-    train split, then its report on the true faces of every split (``metrics.json``)."""
+    faces ``evaluators.train_on`` names, then its report on the true faces of every split
+    of the corpus (``metrics.json``)."""
     started = time.time()
     cfg, fs, shards = params.evaluators, params.face_sr, params.data_path("shards")
     resolution = model_config(fs).resolution
     out = stage_dir(params, STAGE)
+    rendered = params.data_path("judge_faces", "faces.parquet")  # the judge_faces stage's table
     files = {"shards": shards / "index.json"}
+    if cfg.train_on == "rendered":
+        files["rendered"] = rendered
     if cfg.face_recognition_path:
         files["face_recognition"] = cfg.face_recognition_path
     inputs = {key: sha256_file(path) for key, path in files.items() if Path(path).is_file()}
@@ -210,9 +219,13 @@ def judge_plan(params: Params) -> StagePlan:
     fp = fingerprint(STAGE, learns, {"resolution": resolution}, inputs)
 
     def build(runtime: Runtime) -> tuple[loop.Stage, DrawnFeed]:
-        faces = load_faces(shards, "train", resolution, frames_per_clip=cfg.frames_per_clip, seed=cfg.seed)
+        if cfg.train_on == "rendered":
+            faces = load_rendered_faces(rendered, resolution)
+        else:
+            faces = load_faces(shards, "train", resolution, frames_per_clip=cfg.frames_per_clip, seed=cfg.seed)
         speakers = training_speakers(faces)
-        log.info("%s: %d training faces of %d speakers at %d px", STAGE, len(faces), len(speakers), resolution)
+        log.info("%s: %d %s faces of %d speakers at %d px", STAGE, len(faces), cfg.train_on, len(speakers),
+                 resolution)
         targets = JudgeFaces(faces, speakers)
         # every rank holds all the faces and draws its own batches (rank 0 those of one process)
         feed = targets.feed(cfg.batch_size, cfg.seed + 1_000_003 * runtime.rank)
@@ -230,19 +243,25 @@ def judge_plan(params: Params) -> StagePlan:
 
     loop_config = loop.LoopConfig(cfg.steps, cfg.log_every, cfg.sample_every, cfg.checkpoint_every, cfg.seed, fp)
     # channels-last off: the judge's numbers are those of the contiguous layout it was made with
+    inputs = [shards, rendered.parent] if cfg.train_on == "rendered" else [shards]
     return StagePlan(STAGE, FAMILY, params, out, loop_config, build, section=cfg.model_dump(mode="json"),
-                     inputs=[shards], device=fs.device, amp=fs.amp, channels_last=False, threads=fs.threads,
+                     inputs=inputs, device=fs.device, amp=fs.amp, channels_last=False, threads=fs.threads,
                      report=report, outputs=("metrics.json",))
 
 
 def judge_metrics(judge: FaceJudge, shards: Path, resolution: int) -> dict[str, float]:
-    """Flat metrics of the judge on true faces: ``<split>.sex_acc``, ``<split>.age_mae``,
-    ``<split>.id_verif_acc`` for ``train`` (evaluation frames of the training clips),
-    ``seen`` and ``unseen``, plus ``seen.id_acc`` and ``train.id_acc`` (closed set over the
-    training speakers) and ``id_chance`` (1 / classes)."""
+    """Flat metrics of the judge on the corpus's true faces: ``<split>.sex_acc``,
+    ``<split>.age_mae``, ``<split>.id_verif_acc`` for ``train`` (evaluation frames of the
+    training clips), ``seen`` and ``unseen``; ``seen.id_acc``: identification against the
+    training clips' faces (as the ``evaluate`` stage identifies seen speakers);
+    ``train.id_acc``: the judge's classifier, where its classes are the corpus's training
+    speakers (``train_on: corpus``); ``n_speakers`` (its identity classes) and
+    ``id_chance`` (1 / classes)."""
     metrics: dict[str, float] = {"n_speakers": float(len(judge.speakers)),
                                  "id_chance": 1.0 / max(len(judge.speakers), 1)}
+    train = load_faces(shards, "train", resolution)
     for split, name in SPLITS:
-        found = judge_report(judge, load_faces(shards, split, resolution), closed_set=name != "unseen")
+        faces = train if split == "train" else load_faces(shards, split, resolution)
+        found = judge_report(judge, faces, closed_set=name == "train", gallery=train if name == "seen" else None)
         metrics |= {f"{name}.{k}": round(v, 6) for k, v in found.items() if v is not None}
     return metrics

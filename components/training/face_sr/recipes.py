@@ -1,9 +1,10 @@
 """The five training stages of "Face super-resolution with an ear" as recipes for the loop.
 
-Each ``build_<stage>(p, cfg, seed, device, up, perceptual)`` returns the
+Each ``build_<stage>(p, cfg, seed, device, up, perceptual, data)`` returns the
 :class:`~components.training.loop.Stage` of one stage: its networks (new ones from
 ``build_models(cfg, seed)``, frozen or fine-tuned ones ``up`` from earlier stages), the
-optimisers, the step of one iteration and the sample grid. :func:`build_stage` loads
+optimisers, the step of one iteration and the sample grid (``data``, the stage's training
+feed, is read by the stages whose targets are statistics of it: train_ea's per-speaker codes). :func:`build_stage` loads
 a stage's upstream networks (``model.pt`` files of family ``face_sr``) and builds it.
 """
 
@@ -25,13 +26,14 @@ from components.config import (
     TrainGParams,
     TrainStageParams,
 )
+from components.errors import ConfigError
 from components.models.checkpoint import load_model
 from components.models.face_sr import FAMILY, ModelConfig, build_models, config_dict
 from components.models.layers import pixel_norm
 from components.training import loop
 from components.training.ema import ema_beta, update_ema
 from components.training.face_sr.plan import UPSTREAM, stage_dir
-from components.training.feeds import Batch
+from components.training.feeds import Batch, Batches, CachedFeed
 from components.training.losses import (
     PerceptualLoss,
     d_logistic,
@@ -112,11 +114,11 @@ def _spec_image(spec: torch.Tensor) -> torch.Tensor:
 
 
 def build_train_g(p: TrainGParams, cfg: ModelConfig, seed: int, device: torch.device, up: Upstream,
-                  perceptual: PerceptualLoss | None) -> loop.Stage:
+                  perceptual: PerceptualLoss | None, data: Batches) -> loop.Stage:
     """One GAN iteration: a D step (real vs a fresh fake), lazy R1 every ``r1_every``, a G step
     through the updated D on the same fake, optional path length, then the EMA of G.
-    (``up`` and ``perceptual`` are unused: G comes first and has no image loss; every
-    builder takes them so that :func:`build_stage` calls each alike.)"""
+    (``up``, ``perceptual`` and ``data`` are unused: G comes first and has no image loss;
+    every builder takes them so that :func:`build_stage` calls each alike.)"""
     nets = build_models(cfg, seed, ("G", "D"))
     G, D = nets["G"].to(device), nets["D"].to(device)
     g_ema = copy.deepcopy(G).requires_grad_(False)
@@ -165,7 +167,7 @@ def build_train_g(p: TrainGParams, cfg: ModelConfig, seed: int, device: torch.de
 
 
 def build_train_eh(p: TrainEhParams, cfg: ModelConfig, seed: int, device: torch.device,
-                   up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
+                   up: Upstream, perceptual: PerceptualLoss | None, data: Batches) -> loop.Stage:
     """Eh and G as an autoencoder of the real faces: G(Eh(x)) = x, G from train_g's EMA."""
     Eh = build_models(cfg, seed, ("Eh",))["Eh"].to(device)
     G = up["G"].to(device)
@@ -205,20 +207,45 @@ def build_train_eh(p: TrainEhParams, cfg: ModelConfig, seed: int, device: torch.
                   export={"Eh": "Eh", "G": "G"}, metrics=active(("loss", "rec"), perc=p.w_perc, latent=p.w_latent))
 
 
+def speaker_codes(eh: nn.Module, data: Batches, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """(speakers, n_latents, dim): the mean of Eh's codes (as G sees them, pixel-normalised)
+    over each speaker's cached training frames; row i is speaker index i of the cache."""
+    if not isinstance(data, CachedFeed) or "speaker" not in data.tensors:
+        raise ConfigError("train_ea.target: speaker needs the training faces in memory "
+                          "(face_sr.cache_frames_per_clip > 0); use target: frame to stream them")
+    speaker = data.tensors["speaker"]
+    total: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, len(speaker), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(speaker)))
+            codes = pixel_norm(eh(data.take(rows)["hr"].to(device)).float())
+            if total is None:
+                total = torch.zeros(int(speaker.max()) + 1, *codes.shape[1:], device=device)
+            total.index_add_(0, speaker[rows].to(device), codes)
+    counts = torch.bincount(speaker, minlength=len(total)).clamp(min=1).to(device)
+    return total / counts.view(-1, 1, 1)
+
+
 def _build_code_regressor(stage: str, name: str, key: str, show: Callable[[torch.Tensor], tuple[str, torch.Tensor]],
                           p: TrainElParams | TrainEaParams, cfg: ModelConfig, seed: int, device: torch.device,
-                          up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
+                          up: Upstream, perceptual: PerceptualLoss | None,
+                          targets: torch.Tensor | None = None) -> loop.Stage:
     """The stage of El and Ea: network ``name`` encodes ``batch[key]`` to Eh's code of the
-    same face (latent loss), plus, when weighted, the image losses of G's decoding of that
-    code; Eh and G (train_eh's) stay frozen. ``show`` turns the input into a grid column."""
+    same face (latent loss), or, with ``targets`` (one code per speaker), to the code of the
+    sample's speaker; plus, when weighted, the image losses of G's decoding of that code
+    against the frame. Eh and G (train_eh's) stay frozen. ``show`` turns the input into a
+    grid column."""
     net = build_models(cfg, seed, (name,))[name].to(device)
     Eh, G = up["Eh"].to(device), up["G"].to(device)
 
     def step(ctx: loop.StepContext, batch: Batch) -> dict[str, torch.Tensor]:
         x = batch["hr"]
         with ctx.autocast():
-            with torch.no_grad():
-                target = Eh(x)
+            if targets is not None:
+                target = targets[batch["speaker"]]
+            else:
+                with torch.no_grad():
+                    target = Eh(x)
             code = ctx.nets[name](batch[key])
             losses = image_losses(G(code), x, perceptual) if p.w_rec or p.w_perc else {}
             losses["latent"] = code_loss(code, target)
@@ -228,28 +255,45 @@ def _build_code_regressor(stage: str, name: str, key: str, show: Callable[[torch
 
     def sample(n: Mapping[str, nn.Module], batch: Batch) -> list[tuple[str, torch.Tensor]]:
         x, inputs = batch["hr"], batch[key]
-        return [show(inputs), (f"G({name})", G(n[name](inputs))), ("G(Eh)", G(Eh(x))), ("target", x)]
+        columns = [show(inputs), (f"G({name})", G(n[name](inputs))), ("G(Eh)", G(Eh(x)))]
+        if targets is not None:
+            columns.append(("G(speaker)", G(targets[batch["speaker"]])))
+        return [*columns, ("target", x)]
 
     return _stage(stage, cfg, {name: net, "Eh": Eh, "G": G}, (name,), {name: _adam(net.parameters(), p)},
                   step, sample, export={name: name, "G": "G"}, metrics=encoder_metrics(p))
 
 
 def build_train_el(p: TrainElParams, cfg: ModelConfig, seed: int, device: torch.device,
-                   up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
+                   up: Upstream, perceptual: PerceptualLoss | None, data: Batches) -> loop.Stage:
     """El: G(El(x_l)) = x_h and El(x_l) = Eh(x_h), through the frozen G and Eh of train_eh."""
     return _build_code_regressor("train_el", "El", "lr", lambda xl: ("8x8", xl), p, cfg, seed, device, up, perceptual)
 
 
 def build_train_ea(p: TrainEaParams, cfg: ModelConfig, seed: int, device: torch.device,
-                   up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
-    """Ea: Ea(speech) = Eh(x_h) for a frame of the same clip (optionally G(Ea(a)) = x_h)."""
+                   up: Upstream, perceptual: PerceptualLoss | None, data: Batches) -> loop.Stage:
+    """Ea: speech -> the code of its speaker's face: with ``target: speaker`` the mean of Eh's
+    codes over the speaker's training frames (what a voice can tell: not the frame's pose,
+    mouth or light), with ``target: frame`` Eh(x_h) of a frame of the same clip; optionally
+    G(Ea(a)) = x_h."""
+    targets = speaker_codes(up["Eh"].to(device), data, device) if p.target == "speaker" else None
     return _build_code_regressor("train_ea", "Ea", "spec", lambda spec: ("speech", _spec_image(spec)), p, cfg, seed,
-                                 device, up, perceptual)
+                                 device, up, perceptual, targets)
+
+
+def noisy_code(code: torch.Tensor, std: float) -> torch.Tensor:
+    """``code`` plus Gaussian noise of ``std`` times its RMS per latent (training only)."""
+    if std <= 0:
+        return code
+    rms = code.float().pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return code + torch.randn_like(code) * (std * rms).to(code.dtype)
 
 
 def build_train_fusion(p: TrainFusionParams, cfg: ModelConfig, seed: int, device: torch.device,
-                       up: Upstream, perceptual: PerceptualLoss | None) -> loop.Stage:
-    """F: G(F(El(x_l), Ea(a))) = x_h and F(...) = Eh(x_h); El, Ea, Eh, G frozen."""
+                       up: Upstream, perceptual: PerceptualLoss | None, data: Batches) -> loop.Stage:
+    """F: G(F(El(x_l), Ea(a))) = x_h and F(...) = Eh(x_h); El, Ea, Eh, G frozen. Ea's code
+    gets ``audio_noise`` (relative) Gaussian noise in training: on its training clips Ea is
+    more accurate than on new speakers, and F would learn to trust it more than it should."""
     F = build_models(cfg, seed, ("F",))["F"].to(device)
     Eh, G, El, Ea = (up[k].to(device) for k in ("Eh", "G", "El", "Ea"))
 
@@ -257,7 +301,7 @@ def build_train_fusion(p: TrainFusionParams, cfg: ModelConfig, seed: int, device
         x, xl, spec = batch["hr"], batch["lr"], batch["spec"]
         with ctx.autocast():
             with torch.no_grad():
-                wl, wa, target = El(xl), Ea(spec), Eh(x)
+                wl, wa, target = El(xl), noisy_code(Ea(spec), p.audio_noise), Eh(x)
             code = ctx.nets["F"](wl, wa)
             losses = image_losses(G(code), x, perceptual) if p.w_rec or p.w_perc else {}
             losses["latent"] = code_loss(code, target)
@@ -280,15 +324,16 @@ BUILDERS = {"train_g": build_train_g, "train_eh": build_train_eh, "train_el": bu
             "train_ea": build_train_ea, "train_fusion": build_train_fusion}
 
 
-def build_stage(name: str, params: Params, cfg: ModelConfig, runtime: Runtime) -> loop.Stage:
-    """The :class:`~components.training.loop.Stage` of ``name``, its upstream networks loaded."""
+def build_stage(name: str, params: Params, cfg: ModelConfig, runtime: Runtime, data: Batches) -> loop.Stage:
+    """The :class:`~components.training.loop.Stage` of ``name`` on its training feed ``data``,
+    its upstream networks loaded."""
     p, seed, device = getattr(params, name), params.face_sr.seed, runtime.device
     up: dict[str, nn.Module] = {}
     for prev, names in UPSTREAM[name].items():
         up |= load_model(stage_dir(params, prev) / "model.pt", names, expect_family=FAMILY, expect_stage=prev,
                          expect_config=config_dict(cfg)).networks
     perceptual = PerceptualLoss().to(device) if getattr(p, "w_perc", 0) > 0 else None
-    stage = BUILDERS[name](p, cfg, seed, device, up, perceptual)
+    stage = BUILDERS[name](p, cfg, seed, device, up, perceptual, data)
     if runtime.channels_last:
         for net in stage.networks.values():
             net.to(memory_format=torch.channels_last)

@@ -32,7 +32,7 @@ def stage_plan(name: str, params: Params) -> StagePlan:
 
     def build(runtime: Runtime) -> tuple[loop.Stage, Batches]:
         data = training_data(params, name, cfg, p.batch_size, runtime)
-        return build_stage(name, params, cfg, runtime), data
+        return build_stage(name, params, cfg, runtime, data), data
 
     section = {**p.model_dump(mode="json"), "face_sr": fs.model_dump(mode="json"), "model": config_dict(cfg)}
     needs = upstream_files(params, name)
