@@ -7,7 +7,8 @@ the fly and computes the model inputs with :mod:`components.data.features`:
 * ``mode="face_sr"`` (Meishvili et al., CVPR 2020): one frame per clip -> ``hr``
   (3 x hr_size x hr_size in [-1, 1]), ``lr`` (3 x lr_size x lr_size, antialiased
   bicubic of ``hr``), ``spec`` (1 x 257 x 257, the 4 s of audio centred on the frame),
-  ``speaker_id`` and the speaker attributes;
+  ``speaker_id`` and the speaker attributes; with ``audio=False`` the faces only (the
+  audio column is not read, no ``spec``: judges and identity galleries);
 * ``mode="video"`` (Hegde et al., ACM MM 2022): ``window`` consecutive frames ->
   ``hr`` (T x 3 x R x R), ``lr`` (T x 3 x s x s), ``mel`` (T x 80 x 16 log-mel windows
   centred on each frame), ``audio`` (the window's samples), ``ref`` (an identity photo:
@@ -128,11 +129,14 @@ class ShardDataset(IterableDataset):
         world_size: int | None = None,
         stretch: bool = False,
         eval_frames: int = 1,
+        audio: bool = True,
     ):
         if mode not in ("face_sr", "video"):
             raise ValueError(f"mode must be 'face_sr' or 'video', got {mode!r}")
         if eval_frames < 1:
             raise ValueError(f"eval_frames must be >= 1, got {eval_frames}")
+        if not audio and mode != "face_sr":
+            raise ValueError("audio=False (faces only) is a face_sr mode option: video samples need their audio")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither (then torch.distributed decides)")
         if rank is None and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -146,7 +150,7 @@ class ShardDataset(IterableDataset):
         self.hr_size, self.lr_size, self.window = hr_size, lr_size, window
         self.spec_seconds, self.shuffle_buffer, self.seed = spec_seconds, shuffle_buffer, seed
         self.rank, self.world_size, self.stretch = rank, world_size, stretch
-        self.eval_frames = eval_frames
+        self.eval_frames, self.audio = eval_frames, audio
         # In shared memory, so that set_epoch reaches DataLoader workers that already exist
         # (persistent_workers=True); plain attributes are copied into workers once.
         self._epoch = mp.RawValue("q", 0)
@@ -154,7 +158,7 @@ class ShardDataset(IterableDataset):
         scalar = [f for f in schema if f.name.startswith("attr_") and not pa.types.is_nested(f.type)]
         self.attributes = [f.name for f in scalar]
         self.text_attributes = {f.name for f in scalar if pa.types.is_string(f.type)}
-        self.columns = COLUMNS + self.attributes
+        self.columns = [c for c in COLUMNS if audio or c != "audio"] + self.attributes
 
     @property
     def num_rows(self) -> int:
@@ -202,7 +206,7 @@ class ShardDataset(IterableDataset):
         frames of the clip (face_sr mode); none when a clip is too short for the mode."""
         col = batch.column
         frames = col("frames")[i].values  # zero-copy view: only the chosen JPEGs are copied out
-        audio, sr = decode_flac(col("audio")[i].as_py())
+        audio, sr = decode_flac(col("audio")[i].as_py()) if self.audio else (None, 0)
         out: dict[str, Any] = {"key": col("key")[i].as_py(), "speaker_id": col("speaker_id")[i].as_py()}
         for name in self.attributes:
             out[name] = attribute_value(col(name)[i].as_py(), name in self.text_attributes)
@@ -219,9 +223,11 @@ class ShardDataset(IterableDataset):
             return []
         return [out | media]
 
-    def _face_sr(self, frames: pa.BinaryArray, audio: np.ndarray, sr: int, fps: int, f: int) -> dict[str, Any]:
-        """Frame ``f`` and the 4 s of audio centred on it."""
+    def _face_sr(self, frames: pa.BinaryArray, audio: np.ndarray | None, sr: int, fps: int, f: int) -> dict[str, Any]:
+        """Frame ``f`` and the 4 s of audio centred on it (no ``spec`` when audio is not read)."""
         hr = resize(from_hwc(decode_jpeg(frames[f].as_py())), self.hr_size)
+        if audio is None:  # faces only
+            return {"frame": f, "hr": hr, "lr": degrade(hr, self.lr_size, self.stretch)}
         n_spec = int(round(self.spec_seconds * sr))
         start = min(max(0, int(round(f / fps * sr)) - n_spec // 2), max(0, len(audio) - n_spec))
         spec = face_sr_spectrogram(audio[start:start + n_spec], sr, self.spec_seconds)

@@ -96,7 +96,7 @@ def load_faces(shards_dir: str | Path, split: str, resolution: int, *, frames_pe
     """
     from components.data.dataset import ShardDataset
 
-    whole = {"rank": 0, "world_size": 1}
+    whole = {"rank": 0, "world_size": 1, "audio": False}  # faces only: the audio is neither read nor decoded
     if frames_per_clip <= 1:
         return collect_faces(ShardDataset(shards_dir, split, "face_sr", train=False, hr_size=resolution, **whole))
     ds = ShardDataset(shards_dir, split, "face_sr", train=True, hr_size=resolution, seed=seed, shuffle_buffer=1,

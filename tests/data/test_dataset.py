@@ -92,6 +92,25 @@ def test_evaluation_can_score_evenly_spaced_frames_of_every_clip(shards_dir: Pat
         ShardDataset(shards_dir, "train", "face_sr", eval_frames=0)
 
 
+def test_faces_only_samples_are_the_same_faces_without_reading_audio(shards_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    from components.data import dataset as dataset_module
+
+    full = list(ShardDataset(shards_dir, "train", "face_sr", train=False, hr_size=CROP, eval_frames=2))
+
+    def no_audio(*args: object) -> None:
+        raise AssertionError("a faces-only dataset decoded audio")
+
+    monkeypatch.setattr(dataset_module, "decode_flac", no_audio)
+    ds = ShardDataset(shards_dir, "train", "face_sr", train=False, hr_size=CROP, eval_frames=2, audio=False)
+    faces = list(ds)
+    assert "audio" not in ds.columns and len(faces) == len(full)
+    for a, b in zip(faces, full):
+        assert "spec" not in a and a["key"] == b["key"] and a["frame"] == b["frame"]
+        assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
+    with pytest.raises(ValueError, match="audio=False"):
+        ShardDataset(shards_dir, "train", "video", audio=False)
+
+
 def test_video_sample_is_a_consecutive_window_with_aligned_audio(shards_dir: Path, stored: dict):
     t = 5
     ds = ShardDataset(shards_dir, "test_seen", "video", train=False, hr_size=CROP, window=t)
