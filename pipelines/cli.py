@@ -7,15 +7,21 @@ synthetic corpus on its own). Heavy imports happen inside each command.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pipelines._common import exit_on_user_error, parse_overrides, setup_logging
-from pipelines.cli_compare import compare
-from pipelines.cli_flow import flow_app, serve
-from pipelines.cli_server import server_app
+# Prefect's servers (the temporary one a flow starts without `earshot server up`, too) would
+# report usage to prefect.io: off, as nothing here talks to the internet (and with no network
+# it only logs "Failed to send telemetry").
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipelines._common import exit_on_user_error, parse_overrides, setup_logging  # noqa: E402
+from pipelines.cli_compare import compare  # noqa: E402
+from pipelines.cli_flow import flow_app, serve  # noqa: E402
+from pipelines.cli_server import server_app  # noqa: E402
 
 app = typer.Typer(help="earshot: audio-visual face super-resolution pipeline", no_args_is_help=True,
                   pretty_exceptions_enable=False)

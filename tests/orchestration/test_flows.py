@@ -487,3 +487,17 @@ def test_served_pipeline_runs_from_its_deployment(prefect_api, git_project, tmp_
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+def test_the_cli_turns_prefect_usage_reports_off_unless_the_user_chose():
+    """Every Prefect server a command starts (a flow's temporary one included) inherits it."""
+    check = ("import os; os.environ.pop('PREFECT_SERVER_ANALYTICS_ENABLED', None); import pipelines.cli; "
+             "print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    assert subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "false"
+    mine = subprocess.run([sys.executable, "-c", "import os, pipelines.cli; "
+                           "print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"],
+                          env=env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert mine == "true"
