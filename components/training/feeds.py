@@ -23,7 +23,7 @@ ranks, or the stage gives each rank its own part or seed.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any, Protocol
 
@@ -74,8 +74,11 @@ class CachedFeed:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(len(self), generator=gen)
 
-    def take(self, index: torch.Tensor) -> Batch:
-        return {k: self.decode[k](t[index]) if k in self.decode else t[index] for k, t in self.tensors.items()}
+    def take(self, index: torch.Tensor, keys: Iterable[str] | None = None) -> Batch:
+        """Rows ``index`` as batch values: of every key, or only of ``keys`` (the others not decoded)."""
+        wanted = self.tensors.keys() if keys is None else keys
+        return {k: self.decode[k](self.tensors[k][index]) if k in self.decode else self.tensors[k][index]
+                for k in wanted}
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)

@@ -4,9 +4,10 @@ Trains the face judge (sex-like attribute, age, identity; components/models/face
 on high-res true faces (``evaluators.train_on``: the ``judge_faces`` stage's rendered
 speakers, or the corpus's training split), on the shared training loop (resume, AMP, DDP),
 and reports how well it reads the corpus's held-out TRUE faces: the ceiling of its
-verdicts on super-resolved ones. Outputs in ``<face_sr.out_dir>/evaluators/`` (``model.pt``, ``metrics.json``, the
-loop's ``checkpoint.pt``, ``metrics.tsv``, ``summary.json``, ``samples/``). Several
-processes: ``torchrun --nproc-per-node N -m pipelines.face_sr.judge``.
+verdicts on super-resolved ones. Outputs in ``<face_sr.out_dir>/evaluators/``
+(``model.pt``, ``metrics.json``, the loop's ``checkpoint.pt``, ``metrics.tsv``,
+``summary.json``, ``samples/``). Several processes: ``torchrun --nproc-per-node N -m
+pipelines.face_sr.judge``.
 """
 
 from __future__ import annotations

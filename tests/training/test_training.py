@@ -431,6 +431,7 @@ def test_ea_speaker_targets_are_the_mean_code_of_each_speakers_frames():
     codes = recipes.speaker_codes(_MeanColour(), feed, torch.device("cpu"), batch_size=4)  # batches cross speakers
     frames = pixel_norm(_MeanColour()(from_pixels(to_pixels(images))))
     assert codes.shape == (3, 2, 3)
+    assert set(feed.take(torch.arange(2), ("hr",))) == {"hr"}  # what speaker_codes decodes: the faces only
     for s in range(3):
         torch.testing.assert_close(codes[s], frames[speaker == s].mean(dim=0))
 
@@ -455,10 +456,12 @@ def test_no_gan_steps_hand_train_eh_the_initial_generator(data_dir: Path, tmp_pa
     params = make_params(tmp_path, data_dir, **{"tracking.enabled": False, "train_g.steps": 0, "train_eh.steps": 2})
     stages.train_stage("train_g", params, progress=False)
     cfg = plan.model_config(params.face_sr)
-    exported = ckpt_io.load_model(plan.stage_dir(params, "train_g") / "model.pt", ("G",), expect_family=FAMILY).networks["G"]
+    exported = ckpt_io.load_model(plan.stage_dir(params, "train_g") / "model.pt", ("G",),
+                                expect_family=FAMILY).networks["G"]
     initial = build_models(cfg, params.face_sr.seed, ("G",))["G"]
     for (name, value), expected in zip(exported.state_dict().items(), initial.state_dict().values()):
         torch.testing.assert_close(value, expected, msg=name)
     stages.train_stage("train_eh", params, progress=False)
-    tuned = ckpt_io.load_model(plan.stage_dir(params, "train_eh") / "model.pt", ("G",), expect_family=FAMILY).networks["G"]
+    tuned = ckpt_io.load_model(plan.stage_dir(params, "train_eh") / "model.pt", ("G",),
+                             expect_family=FAMILY).networks["G"]
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), initial.state_dict().values()))

@@ -218,7 +218,7 @@ def speaker_codes(eh: nn.Module, data: Batches, device: torch.device, batch_size
     with torch.no_grad():
         for start in range(0, len(speaker), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(speaker)))
-            codes = pixel_norm(eh(data.take(rows)["hr"].to(device)).float())
+            codes = pixel_norm(eh(data.take(rows, ("hr",))["hr"].to(device)).float())  # not the spectrograms
             if total is None:
                 total = torch.zeros(int(speaker.max()) + 1, *codes.shape[1:], device=device)
             total.index_add_(0, speaker[rows].to(device), codes)
