@@ -3,7 +3,8 @@
 One section per DVC stage (stage name = module in ``pipelines/`` = section here), plus
 ``common`` (shared by every stage), ``tracking`` (MLflow), ``orchestration`` and
 ``sweeps``. The sections are defined by concern: the data stages in
-:mod:`components.config.data`, the face-SR paper in :mod:`components.config.face_sr`,
+:mod:`components.config.data`, the face-SR paper in :mod:`components.config.face_sr`, the video paper in
+:mod:`components.config.talking`,
 the running of it all in :mod:`components.config.orchestration`; :class:`Params` is
 their union. A second paper brings its own module with one ``...Sections`` class, which
 becomes one more base of :class:`Params`.
@@ -48,11 +49,20 @@ from components.config.face_sr import (
     TrainGParams,
     TrainStageParams,
 )
+from components.config.talking import (
+    EvaluateVideoParams,
+    TalkingParams,
+    TalkingSections,
+    TrainAnimateParams,
+    TrainCoarseParams,
+    TrainSyncParams,
+)
 from components.config.orchestration import OrchestrationParams, OrchestrationSections, SweepParams, TrackingParams
 from components.errors import ConfigError
 
 __all__ = [
-    "AudioParams", "CommonParams", "DownloadParams", "EvaluateParams", "EvaluatorsParams", "FaceSRParams",
+    "AudioParams", "CommonParams", "EvaluateVideoParams", "TalkingParams", "TrainAnimateParams", "TrainCoarseParams",
+    "TrainSyncParams", "DownloadParams", "EvaluateParams", "EvaluatorsParams", "FaceSRParams",
     "FacesParams", "JudgeFacesParams", "OrchestrationParams", "Params", "ReportParams", "Section", "ShardsParams",
     "SweepParams", "SynthParams", "TrackingParams", "TrainEaParams", "TrainEhParams", "TrainElParams", "TrainFusionParams",
     "TrainGParams", "TrainStageParams", "default_params", "load_params", "parse_params", "project_params_path",
@@ -60,7 +70,7 @@ __all__ = [
 ]
 
 
-class Params(OrchestrationSections, FaceSRSections, DataSections):
+class Params(OrchestrationSections, TalkingSections, FaceSRSections, DataSections):
     """Every section of ``params.yaml``."""
 
     @model_validator(mode="after")

@@ -12,7 +12,16 @@ the fly and computes the model inputs with :mod:`components.data.features`:
 * ``mode="video"`` (Hegde et al., ACM MM 2022): ``window`` consecutive frames ->
   ``hr`` (T x 3 x R x R), ``lr`` (T x 3 x s x s), ``mel`` (T x 80 x 16 log-mel windows
   centred on each frame), ``audio`` (the window's samples), ``ref`` (an identity photo:
-  another frame of the clip, outside the window when there is one).
+  another frame of the clip, outside the window when there is one);
+* ``mode="clip"``: every frame of the clip, for caches that draw their own windows
+  (the video paper's training stages): ``pixels`` (T x 3 x R x R uint8 at ``hr_size``),
+  ``lr`` (T x 3 x s x s, degraded from the stored crop as in video mode), ``mel``
+  (T x 80 x 16; ``pixels`` and ``lr`` from a JPEG decode at the smallest DCT scale still
+  >= ``hr_size``: :func:`decode_jpeg`), ``audio`` (the clip's samples at ``sample_rate``), and ``full_frames``
+  evenly spaced frames at the stored crop size (``full``: k x 3 x S x S uint8, at positions ``full_index``, at least ``window``
+  frames from either end: see :func:`evenly_spaced`). Meant for ``train=False``
+  reading (deterministic and complete); the frames are reduced in the reading process,
+  so a DataLoader worker hands over small tensors.
 
 Parallelism: the row groups of the split are dealt out round-robin to the
 ``world_size x num_workers`` consumers (the DDP rank from ``torch.distributed`` when it is
@@ -51,13 +60,13 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from components.figures.images import from_hwc
+from components.figures.images import from_hwc, to_pixels
 from components.data.features import degrade, face_sr_spectrogram, mel_windows, resize
 from components.data.shards import shard_files
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["face_sr", "video"]
+Mode = Literal["face_sr", "video", "clip"]
 COLUMNS = ["key", "speaker_id", "fps", "frames", "audio"]  # + the scalar attr_* columns
 
 
@@ -130,9 +139,10 @@ class ShardDataset(IterableDataset):
         stretch: bool = False,
         eval_frames: int = 1,
         audio: bool = True,
+        full_frames: int = 0,
     ):
-        if mode not in ("face_sr", "video"):
-            raise ValueError(f"mode must be 'face_sr' or 'video', got {mode!r}")
+        if mode not in ("face_sr", "video", "clip"):
+            raise ValueError(f"mode must be 'face_sr', 'video' or 'clip', got {mode!r}")
         if eval_frames < 1:
             raise ValueError(f"eval_frames must be >= 1, got {eval_frames}")
         if not audio and mode != "face_sr":
@@ -150,7 +160,7 @@ class ShardDataset(IterableDataset):
         self.hr_size, self.lr_size, self.window = hr_size, lr_size, window
         self.spec_seconds, self.shuffle_buffer, self.seed = spec_seconds, shuffle_buffer, seed
         self.rank, self.world_size, self.stretch = rank, world_size, stretch
-        self.eval_frames, self.audio = eval_frames, audio
+        self.eval_frames, self.audio, self.full_frames = eval_frames, audio, full_frames
         # In shared memory, so that set_epoch reaches DataLoader workers that already exist
         # (persistent_workers=True); plain attributes are copied into workers once.
         self._epoch = mp.RawValue("q", 0)
@@ -216,6 +226,8 @@ class ShardDataset(IterableDataset):
             # training: a random frame; evaluation: the middle one, or k evenly spaced
             picks = [int(rng.integers(n))] if rng is not None else sorted({n * (2 * j + 1) // (2 * k) for j in range(k)})
             return [out | self._face_sr(frames, audio, sr, fps, f) for f in picks]
+        if self.mode == "clip":
+            return [out | self._clip(frames, audio, sr, fps)]
         media = self._video(frames, audio, sr, fps, rng)
         if media is None:
             log.warning("%s: %d frames, shorter than the %d-frame window: skipped", out["key"], len(frames),
@@ -252,6 +264,28 @@ class ShardDataset(IterableDataset):
                 "ref": images[t], "mel": torch.from_numpy(mel), "audio": torch.from_numpy(window_audio)}
 
 
+    def _clip(self, frames: pa.BinaryArray, audio: np.ndarray, sr: int, fps: int) -> dict[str, Any]:
+        """Every frame of the clip: uint8 pixels at hr_size, lr inputs, mel windows and the full-size picks."""
+        n = len(frames)
+        # libjpeg decodes at 1/2, 1/4, 1/8 scale for a fraction of the cost: the smallest scale
+        # that is still >= hr_size (a 256 px crop for 48 px frames: 64 px, ~4x less work a frame)
+        images = torch.stack([from_hwc(decode_jpeg(frames[j].as_py(), self.hr_size)) for j in range(n)])
+        out = {"pixels": to_pixels(resize(images, self.hr_size)), "lr": degrade(images, self.lr_size, self.stretch),
+               "mel": torch.from_numpy(mel_windows(audio, sr, fps, n_frames=n)), "audio": torch.from_numpy(audio),
+               "sample_rate": sr}
+        if self.full_frames:
+            picks = evenly_spaced(n, self.full_frames, self.window)
+            full = np.stack([decode_jpeg(frames[j].as_py()) for j in picks])
+            out |= {"full": torch.from_numpy(full).permute(0, 3, 1, 2).contiguous(), "full_index": torch.tensor(picks)}
+        return out
+
+
+def evenly_spaced(n: int, k: int, margin: int) -> list[int]:
+    """``k`` frame positions spread over ``[margin, n - 1 - margin]`` (repeats when the clip is short)."""
+    lo, hi = margin, max(margin, n - 1 - margin)
+    return [lo + (hi - lo) * (2 * j + 1) // (2 * k) for j in range(k)]
+
+
 def shuffled(samples: Iterator[dict[str, Any]], size: int, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
     """A shuffle buffer: keep ``size`` samples, emit a random one as each new one arrives."""
     buf: list[dict[str, Any]] = []
@@ -266,10 +300,15 @@ def shuffled(samples: Iterator[dict[str, Any]], size: int, rng: np.random.Genera
     yield from buf
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
+def decode_jpeg(data: bytes, at_least: int | None = None) -> np.ndarray:
+    """An HxWx3 uint8 RGB frame; with ``at_least``, decoded at the smallest of libjpeg's
+    scales (1, 1/2, 1/4, 1/8) whose sides are still >= ``at_least`` (for frames that are
+    resized down anyway)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
+        if at_least is not None:
+            img.draft("RGB", (at_least, at_least))
         return np.array(img.convert("RGB"))
 
 

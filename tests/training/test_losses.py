@@ -182,3 +182,14 @@ def test_perceptual_loss_is_frozen_deterministic_and_differentiable(perceptual: 
     with pytest.raises(ValueError, match="at least 21 px"):
         perceptual(small, small)
     assert perceptual(face[:, :, :21, :21], face[:, :, :21, :21]).item() == 0.0
+
+
+def test_pyramid_l1_sums_the_l1_of_every_scale():
+    from components.training.losses import pyramid_l1
+
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert pyramid_l1(x, x).item() == 0.0
+    assert pyramid_l1(x + 0.1, x, scales=4).item() == pytest.approx(0.4, abs=1e-5)  # a constant error at each of 4 scales
+    # a checkerboard error averages out at every coarser scale: only the full scale sees it
+    board = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.2 - 0.1
+    assert pyramid_l1(x + board, x, scales=3).item() == pytest.approx(0.1, abs=1e-5)

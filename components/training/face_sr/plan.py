@@ -6,7 +6,7 @@
 * :data:`TRAINS`: the networks each stage trains, i.e. what of the model config its
   fingerprint covers (the upstream networks enter it through their files' hashes);
 * :data:`KNOBS`: the ``face_sr`` keys that are model config fields too (the ablations),
-  and :data:`RUN_ONLY`, the settings that change how a run goes, not what it learns;
+  and the run policy's ``RUN_ONLY``, the settings that change how a run goes, not what it learns;
 * :func:`model_config`, :func:`run_fingerprint`, :func:`steps_of`: params -> what a
   stage builds, whether its checkpoint still belongs to it, how long it trains.
 """
@@ -22,6 +22,7 @@ from components.errors import ConfigError
 from components.io import fingerprint, sha256_file
 from components.models.face_sr import ModelConfig, get_preset
 from components.models.face_sr.presets import config_fields
+from components.training.stage import RUN_ONLY
 
 STAGES = ("train_g", "train_eh", "train_el", "train_ea", "train_fusion")
 # The networks each stage takes from the model.pt of earlier stages.
@@ -33,10 +34,6 @@ UPSTREAM: dict[str, dict[str, tuple[str, ...]]] = {
     "train_fusion": {"train_eh": ("Eh", "G"), "train_el": ("El",), "train_ea": ("Ea",)},
 }
 USES_AUDIO = {"train_ea", "train_fusion"}
-# Settings that change how a run goes, not what it learns: a checkpoint made with other
-# values is still resumed (e.g. raise `steps` to train a finished stage further).
-RUN_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every", "threads", "device", "amp",
-            "channels_last", "out_dir"}
 # The networks each stage trains (what its fingerprint covers of the model config; the
 # upstream networks enter it through the hashes of their model.pt files).
 TRAINS = {"train_g": ("G", "D"), "train_eh": ("Eh", "G"), "train_el": ("El",), "train_ea": ("Ea",),

