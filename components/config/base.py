@@ -30,6 +30,13 @@ PROJECT_PARAMS = Path(components.__file__).resolve().parents[1] / "params.yaml"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+
+# Keys of a training stage's sections that change how a run goes, not what it learns: the
+# stage families leave them out of their checkpoints' fingerprints, so a checkpoint made
+# with other values is still resumed (e.g. raise `steps` to train a finished stage further).
+RUN_ONLY = frozenset({"steps", "log_every", "sample_every", "checkpoint_every", "threads", "device", "amp",
+                      "channels_last", "out_dir"})
+
 class Section(BaseModel):
     """A strict, immutable group of params: an unknown key or a bad value is an error."""
 

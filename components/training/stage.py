@@ -36,12 +36,6 @@ from components.training.runtime import Runtime, setup_runtime, teardown_runtime
 
 log = logging.getLogger(__name__)
 
-# Settings that change how a run goes, not what it learns: a family's fingerprint leaves them
-# out, so a checkpoint made with other values is still resumed (e.g. raise `steps` to train a
-# finished stage further).
-RUN_ONLY = {"steps", "log_every", "sample_every", "checkpoint_every", "threads", "device", "amp",
-            "channels_last", "out_dir"}
-
 OUTPUTS = ("checkpoint.pt", "model.pt", "metrics.tsv", "summary.json")
 """What :func:`~components.training.loop.train` writes into a stage folder (and ``samples/``)."""
 

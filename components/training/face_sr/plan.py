@@ -6,7 +6,7 @@
 * :data:`TRAINS`: the networks each stage trains, i.e. what of the model config its
   fingerprint covers (the upstream networks enter it through their files' hashes);
 * :data:`KNOBS`: the ``face_sr`` keys that are model config fields too (the ablations),
-  and the run policy's ``RUN_ONLY``, the settings that change how a run goes, not what it learns;
+  and ``components.config.base.RUN_ONLY``, the settings that change how a run goes, not what it learns;
 * :func:`model_config`, :func:`run_fingerprint`, :func:`steps_of`: params -> what a
   stage builds, whether its checkpoint still belongs to it, how long it trains.
 """
@@ -18,11 +18,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from components.config import FaceSRParams, Params
+from components.config.base import RUN_ONLY
 from components.errors import ConfigError
 from components.io import fingerprint, sha256_file
 from components.models.face_sr import ModelConfig, get_preset
 from components.models.face_sr.presets import config_fields
-from components.training.stage import RUN_ONLY
 
 STAGES = ("train_g", "train_eh", "train_el", "train_ea", "train_fusion")
 # The networks each stage takes from the model.pt of earlier stages.
@@ -67,7 +67,7 @@ def upstream_files(params: Params, stage: str) -> list[Path]:
 def run_fingerprint(params: Params, name: str, cfg: ModelConfig) -> str:
     """What the stage learns from: its settings, the model, the shards and upstream models."""
     section = getattr(params, name).model_dump(mode="json", exclude=RUN_ONLY)
-    face_sr = params.face_sr.model_dump(mode="json", exclude=RUN_ONLY | set(KNOBS))  # knobs: in the config part
+    face_sr = params.face_sr.model_dump(mode="json", exclude=set(RUN_ONLY) | set(KNOBS))  # knobs: in the config part
     files = {"shards": params.data_path("shards", "index.json")}  # index.json holds every shard's sha256
     files |= {up: stage_dir(params, up) / "model.pt" for up in UPSTREAM[name]}
     inputs = {key: sha256_file(path) for key, path in files.items() if path.is_file()}

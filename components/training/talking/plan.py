@@ -9,7 +9,7 @@
 * :func:`model_config`, :func:`run_fingerprint`: params -> what a stage builds, whether its
   checkpoint still belongs to it.
 
-The run policy's ``RUN_ONLY`` keys stay out of the fingerprints, as in every family.
+``components.config.base.RUN_ONLY`` keys stay out of the fingerprints, as in every family.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from components.config import Params
 from components.config.talking import TalkingParams
+from components.config.base import RUN_ONLY
 from components.errors import ConfigError
 from components.io import fingerprint, sha256_file
 from components.models.talking import ModelConfig, config_fields, get_preset
-from components.training.stage import RUN_ONLY
 
 STAGES = ("train_sync", "train_coarse", "train_animate")
 UPSTREAM: dict[str, dict[str, tuple[str, ...]]] = {
@@ -60,7 +60,7 @@ def upstream_files(params: Params, stage: str) -> list[Path]:
 def run_fingerprint(params: Params, name: str, cfg: ModelConfig) -> str:
     """What the stage learns from: its settings, the model, the shards and upstream models."""
     section = getattr(params, name).model_dump(mode="json", exclude=RUN_ONLY)
-    talking = params.talking.model_dump(mode="json", exclude=RUN_ONLY | set(KNOBS))
+    talking = params.talking.model_dump(mode="json", exclude=set(RUN_ONLY) | set(KNOBS))
     files = {"shards": params.data_path("shards", "index.json")}
     files |= {up: stage_dir(params, up) / "model.pt" for up in UPSTREAM[name]}
     inputs = {key: sha256_file(path) for key, path in files.items() if path.is_file()}
