@@ -22,6 +22,7 @@ from pipelines._common import exit_on_user_error, parse_overrides, setup_logging
 from pipelines.cli_compare import compare  # noqa: E402
 from pipelines.cli_flow import flow_app, serve  # noqa: E402
 from pipelines.cli_server import server_app  # noqa: E402
+from pipelines.cli_video import video_sr  # noqa: E402
 
 app = typer.Typer(help="earshot: audio-visual face super-resolution pipeline", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -31,6 +32,7 @@ app.command("compare")(compare)
 app.add_typer(server_app, name="server")
 app.add_typer(flow_app, name="flow")
 app.command("serve")(serve)
+app.command("video-sr")(video_sr)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override: KEY=VALUE (YAML value)")]

@@ -3,9 +3,9 @@
 :func:`results_table` renders the flat metrics of :mod:`.video_sr` (each value with its
 95 % interval over speakers) and the claims of the issue, each with the estimate its
 verdict rests on; :func:`save_frame_grid` draws one row per test clip (8x8 | bicubic |
-stage 1 | no audio | ours | other audio | photo | truth); :func:`side_by_side_frames`
-lays out the comparison video's frames, which :func:`write_side_by_side` encodes with the
-clip's audio.
+stage 1 | no audio | ours | other audio | photo | truth); :func:`write_side_by_side`
+encodes a test clip's comparison video (the CLI's layout, :func:`~components.inference.video_sr.comparison`,
+plus the truth) with the clip's audio.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from components.evaluation import HIGHER_IS_BETTER
 from components.figures.grids import save_grid
 from components.figures.images import nearest_up, to_hwc
+from components.inference.video_sr import comparison
 from components.media.write import write_video
 
 FID_CLAIM = 8.0  # the paper: 8x better FID than super-resolution baselines
@@ -111,14 +112,13 @@ def save_frame_grid(path: Path, rows: Sequence[Mapping[str, torch.Tensor]], labe
     save_grid(path, columns, cell, title=title, row_labels=list(labels))
 
 
-def side_by_side_frames(lr: torch.Tensor, panels: Sequence[torch.Tensor], size: int) -> Iterable[np.ndarray]:
-    """Frames of the comparison video: 8x8 (nearest) | each panel (already ``size``), as HxWx3 uint8."""
-    for i in range(len(lr)):
-        row = [nearest_up(lr[i:i + 1], size)[0]] + [p[i] for p in panels]
-        yield to_hwc(torch.cat(row, dim=-1))
+def write_side_by_side(path: Path, lr: torch.Tensor, coarse: torch.Tensor, ours: torch.Tensor, truth: torch.Tensor,
+                       fps: float, audio: np.ndarray | None, sample_rate: int, batch: int = 16) -> Path:
+    """The comparison video of a test clip, the CLI's layout plus the truth (8x8 | bicubic | stage 1 |
+    ours | truth), with the clip's audio, H.264 + AAC."""
+    def frames() -> Iterable[np.ndarray]:
+        for lo in range(0, len(lr), batch):
+            part = slice(lo, lo + batch)
+            yield from to_hwc(comparison(lr[part], coarse[part], ours[part], truth[part]))
 
-
-def write_side_by_side(path: Path, lr: torch.Tensor, panels: Sequence[torch.Tensor], size: int, fps: float,
-                       audio: np.ndarray | None, sample_rate: int) -> Path:
-    """The comparison video (8x8 | panels ...) with the clip's audio, H.264 + AAC."""
-    return write_video(path, side_by_side_frames(lr, panels, size), fps, audio=audio, sample_rate=sample_rate)
+    return write_video(path, frames(), fps, audio=audio, sample_rate=sample_rate)

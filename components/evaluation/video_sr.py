@@ -373,19 +373,17 @@ def grid_row(clip: TestClip, outputs: Mapping[str, torch.Tensor], window: int) -
                   "truth": from_pixels(clip.truth[mid])}
 
 
-def whole_clip_panels(model: VideoUpsampler, clip: TestClip, batch_size: int) -> list[torch.Tensor]:
-    """bicubic | stage 1 | ours | truth for every frame of a clip kept whole (its side-by-side video)."""
+def whole_clip(model: VideoUpsampler, clip: TestClip, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1's coarse frames and the full model's frames for every frame of a clip kept whole."""
     cfg = model.cfg
-    panels: dict[str, list[torch.Tensor]] = {"bicubic": [], "stage1": [], "full": []}
+    coarse, ours = [], []
     state = model.prepare_identity(from_pixels(clip.photo)[None].to(model.device))
     for lo in range(0, clip.n, batch_size):
         frames = list(range(lo, min(lo + batch_size, clip.n)))
-        lr = lr_windows(clip, cfg.window, frames).to(model.device)
-        coarse = model.coarse(lr, mel_at(clip.mel, frames).to(model.device))
-        panels["bicubic"].append(enlarge(lr[:, cfg.window // 2], cfg.out_size).cpu())
-        panels["stage1"].append(enlarge(coarse, cfg.out_size).cpu())
-        panels["full"].append(model.animate(state, coarse).cpu())
-    return [torch.cat(panels[k]).clamp(-1, 1) for k in ("bicubic", "stage1", "full")] + [from_pixels(clip.whole)]
+        c = model.coarse(lr_windows(clip, cfg.window, frames).to(model.device), mel_at(clip.mel, frames).to(model.device))
+        coarse.append(c.cpu())
+        ours.append(model.animate(state, c).cpu())
+    return torch.cat(coarse), torch.cat(ours).clamp(-1, 1)
 
 
 def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_dir: str | Path,
@@ -428,9 +426,10 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
                 if i in shown:
                     rows.append(grid_row(clip, outputs, model.cfg.window))
                 if clip.whole is not None:
+                    coarse, ours = whole_clip(model, clip, cfg.batch_size)
                     video_report.write_side_by_side(out_dir / "videos" / f"{name}_{clip.key.replace('/', '_')}.mp4",
-                                                    clip.lr.float(), whole_clip_panels(model, clip, cfg.batch_size),
-                                                    size, fps, clip.audio.numpy(), clip.sample_rate)
+                                                    clip.lr.float(), coarse, ours, from_pixels(clip.whole), fps,
+                                                    clip.audio.numpy(), clip.sample_rate)
                 bar.advance(task)
         metrics |= summarize(name, found, cfg)
         video_report.save_frame_grid(out_dir / f"grid_{name}.png", rows, [clips[i].key for i in shown],

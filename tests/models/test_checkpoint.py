@@ -103,9 +103,10 @@ def test_weights_only_refuses_a_crafted_pickle(files: dict[str, Path], tmp_path:
 
 
 def test_inference_and_evaluation_load_models_without_training_code():
-    code = ("import sys, components.inference.face_sr, components.evaluation.judge, components.evaluation.face_sr; "
+    code = ("import sys, components.inference.face_sr, components.evaluation.judge, components.evaluation.face_sr, "
+            "components.inference.video_sr, components.evaluation.video_sr; "
             "from components.models.checkpoint import FAMILIES; "
-            "assert {'face_sr', 'face_judge'} <= set(FAMILIES), FAMILIES; "
+            "assert {'face_sr', 'face_judge', 'talking'} <= set(FAMILIES), FAMILIES; "
             "print(sorted(m for m in sys.modules if m.startswith('components.training')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
