@@ -76,7 +76,8 @@ __all__ = ["DATA_STAGES", "StageFailed", "ablation", "dvc_stage_order", "pipelin
 
 DATA_STAGES = ("download", "faces", "audio", "shards", "report")
 HEAD_LINES = 50  # DVC's decision about a stage comes first in its output
-METRICS_ARTIFACT_PATH = "face_sr_eval"  # where a variant run keeps its metrics file, as the evaluate stage does
+# where a variant run keeps its metrics file, as the evaluation stage it compares on does
+METRICS_ARTIFACT_PATH = {"evaluate": "face_sr_eval", "evaluate_video": "video_sr_eval"}
 
 
 class StageFailed(EarshotError):
@@ -289,7 +290,7 @@ def check_written_params(params_file: Path, tree: Mapping[str, Any], overrides: 
 def read_variant_metrics(path: Path, variant: str) -> dict[str, float]:
     if not path.exists():
         raise EarshotError(f"variant {variant}: `dvc exp run` succeeded but left no {path} "
-                           "(is it an output of dvc.yaml's evaluate stage, at evaluate.out_dir?)")
+                           "(is it an output of dvc.yaml's evaluation stage the sweep names, at its out_dir?)")
     return flat_numbers(json.loads(path.read_text()))
 
 
@@ -351,7 +352,8 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                 write_bytes_atomic(params_file, original)  # this variant's overrides on the user's params only
                 overrides = definition.variants[variant]
                 exps[variant] = exp = exp_name(sweep, variant, parent_id[:7])
-                metrics_file = root / load_params(params_file, overrides).evaluate.out_dir / "metrics.json"
+                evaluation = getattr(load_params(params_file, overrides), definition.evaluation)
+                metrics_file = root / evaluation.out_dir / "metrics.json"
                 t0 = time.perf_counter()
                 try:
                     result = variant_task(variant, exp_run_argv(exp, overrides, tree, dvc_command()), str(root),
@@ -360,7 +362,7 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                     log_variant_run(client, experiment_id, parent_id, sweep=sweep, variant=variant,
                                     baseline=definition.baseline, exp=exp, overrides=overrides,
                                     metrics=read_variant_metrics(metrics_file, variant), metrics_file=metrics_file,
-                                    metrics_artifact_path=METRICS_ARTIFACT_PATH)
+                                    metrics_artifact_path=METRICS_ARTIFACT_PATH[definition.evaluation])
                 except StageFailed as exc:
                     failure, result = exc, StageResult(variant, "failed", detail=exc.detail, attempts=exc.attempts)
                 except EarshotError as exc:

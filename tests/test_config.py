@@ -122,10 +122,18 @@ def test_free_form_mappings_are_replaced_whole():
 
 
 def test_errors_in_a_partial_file_name_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "p.yaml").write_text("sweeps:\n  x: {description: d, baseline: a, variants: {a: {face_sr.lr_sise: 4}}}\n")
+    (tmp_path / "p.yaml").write_text("sweeps:\n  x: {description: d, evaluation: evaluate, baseline: a, variants: {a: {face_sr.lr_sise: 4}}}\n")
     with pytest.raises(ConfigError, match=r"p.yaml: .*sweep x: variant a: face_sr.lr_sise: unknown key"):
         load_params(tmp_path / "p.yaml")
     (tmp_path / "q.yaml").write_text("faces: {detect_every: 3}\n")
     monkeypatch.setattr(config_base, "PROJECT_PARAMS", tmp_path / "elsewhere" / "params.yaml")
     with pytest.raises(ConfigError, match=r"elsewhere/params.yaml: the project's params file is missing"):
         load_params(tmp_path / "q.yaml")
+
+
+def test_each_sweep_is_compared_on_the_evaluation_of_the_paper_its_variants_change():
+    video = ("talking.", "train_sync.", "train_coarse.", "train_animate.", "evaluate_video.")
+    for name, sweep in default_params().sweeps.items():
+        keys = [k for overrides in sweep.variants.values() for k in overrides]
+        expected = "evaluate_video" if keys and all(k.startswith(video) for k in keys) else "evaluate"
+        assert sweep.evaluation == expected, name

@@ -71,6 +71,8 @@ class SweepParams(Section):
     """A named ablation: each variant is a set of dotted param overrides (`dvc exp run -S`)."""
 
     description: str = Field(description="what the sweep compares (heads its reports)")
+    evaluation: Literal["evaluate", "evaluate_video"] = Field(
+        description="the stage whose metrics.json the variants are compared on (face SR / video upsampling)")
     baseline: str = Field(description="the variant the others are compared with")
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
 

@@ -84,7 +84,11 @@ class EvaluateVideoParams(Section):
 
     frames_per_clip: int = Field(ge=5, description="consecutive frames from the middle of each test clip (pixel, "
                                                    "identity, landmark and lip-sync metrics)")
-    fid_frames_per_clip: int = Field(ge=1, description="of those, evenly spaced frames per clip in FID / KID")
+    fid_frames_per_clip: int = Field(ge=1, description="of those, evenly spaced frames per clip in FID / KID and SSIM")
+    detail_frames_per_clip: int = Field(ge=1, description="of those, evenly spaced frames per clip for the slow "
+                                                          "metrics: ST-LPIPS, dlib identity, landmarks")
+    stlpips_size: int = Field(ge=32, description="ST-LPIPS compares copies resized to this side (its shift-tolerant "
+                                                 "AlexNet costs ~0.2 s a 256 px pair on 2 CPU cores)")
     batch_size: int = Field(ge=1)
     max_offset: int = Field(ge=1, description="LSE: audio offsets -k..k frames")
     fid_bootstrap: int = Field(ge=10, description="speaker resamples FID and KID are recomputed on for their intervals")

@@ -84,19 +84,25 @@ class FaceIdentity:
         found = self._detector(image, DETECTOR_UPSAMPLE)
         if len(found):
             return max(found, key=lambda rect: rect.area()), True
-        height, width = image.shape[:2]
-        return self._dlib.rectangle(0, 0, width - 1, height - 1), False
+        return self.whole(image), False
 
-    def chip(self, image: np.ndarray) -> np.ndarray:
+    def whole(self, image: np.ndarray) -> object:
+        """The rectangle of the whole image (what :meth:`face_rectangle` falls back to)."""
+        height, width = np.asarray(image).shape[:2]
+        return self._dlib.rectangle(0, 0, width - 1, height - 1)
+
+    def chip(self, image: np.ndarray, rectangle: object | None = None) -> np.ndarray:
         """The aligned (150, 150, 3) uint8 face of one crop: 5 landmarks found inside
-        :meth:`face_rectangle`."""
+        ``rectangle`` (default: :meth:`face_rectangle`)."""
         image = _rgb_uint8(image)
-        shape = self._landmarks(image, self.face_rectangle(image)[0])
+        shape = self._landmarks(image, rectangle if rectangle is not None else self.face_rectangle(image)[0])
         return np.asarray(self._dlib.get_face_chip(image, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
 
-    def embed(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """(N, 128) float32 descriptors of N RGB uint8 face crops, (H, W, 3) each."""
-        chips = [self.chip(image) for image in images]
+    def embed(self, images: Sequence[np.ndarray] | np.ndarray,
+              rectangles: Sequence[object] | None = None) -> np.ndarray:
+        """(N, 128) float32 descriptors of N RGB uint8 face crops, (H, W, 3) each; ``rectangles``
+        (one per image) skip the detector, e.g. a prediction measured in its true frame's face box."""
+        chips = [self.chip(image, rectangles[i] if rectangles is not None else None) for i, image in enumerate(images)]
         if not chips:
             return np.zeros((0, 128), np.float32)
         return np.asarray(self._resnet.compute_face_descriptor(chips), np.float32).reshape(len(chips), 128)

@@ -64,11 +64,10 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def stlpips(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Shift-tolerant LPIPS per image, (B,), with ``model`` a
-    :class:`~components.models.perceptual.PerceptualLoss` (which averages over its batch:
-    it is called once per image)."""
+    :class:`~components.models.perceptual.PerceptualLoss` (its per-pair ``distances``)."""
     _check_pair(pred, target)
     with torch.no_grad():
-        return torch.stack([model(p[None].clamp(-1, 1), t[None].clamp(-1, 1)) for p, t in zip(pred, target)])
+        return model.distances(pred.clamp(-1, 1), target.clamp(-1, 1))
 
 
 def lpips_distance(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

