@@ -143,7 +143,7 @@ def test_set_param_args_replace_like_params_overrides():
 def test_exp_names_are_valid_refs_and_the_baseline_runs_last():
     assert exp_name("input_size", "16x16", "3f2a9c1") == "input_size-16x16-3f2a9c1"
     assert exp_name("my sweep", "a/b:c", "1") == "my-sweep-a-b-c-1"
-    sweep = SweepParams(description="seconds of speech", baseline="4s",
+    sweep = SweepParams(description="seconds of speech", evaluation="evaluate", baseline="4s",
                         variants={"4s": {}, "1s": {"face_sr.audio_seconds": 1.0}, "2s": {"face_sr.audio_seconds": 2.0}})
     assert variant_order(sweep) == ["1s", "2s", "4s"]
 
@@ -218,7 +218,7 @@ def test_summary_markdown_names_stages_statuses_and_runs():
 
 
 def test_sweep_markdown_lists_variants_and_the_comparison():
-    sweep = SweepParams(description="voice or not", baseline="on", variants={"on": {}, "off": {"face_sr.audio": False}})
+    sweep = SweepParams(description="voice or not", evaluation="evaluate", baseline="on", variants={"on": {}, "off": {"face_sr.audio": False}})
     results = [StageResult("off", "ran", 10.0, runs=[RunLink("off", "u/1")]), StageResult("on", "failed", 2.0, "exit 1")]
     report = "# Ablation `audio`\n\n## seen\n\n| metric | on |\n\n![audio](comparison.png)\n"
     md = sweep_markdown("audio", sweep, results, RunLink("sweep audio", "u"), {"off": "audio-off-1", "on": "audio-on-1"},
