@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +90,16 @@ def exit_on_user_error(fn):  # type: ignore[no-untyped-def]
             raise SystemExit(1 if isinstance(exc, StageFailed) else 2) from None
 
     return wrapper
+
+
+def stage_family_main(argv: Sequence[str] | None, stages: Sequence[str], run: Callable[..., Any], module: str) -> None:
+    """``python -m MODULE STAGE [--params FILE] [-S KEY=VALUE ...]`` for a family of training
+    stages: the usage line when STAGE is missing or unknown, else ``run(stage, params, progress=...)``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in stages:
+        print(f"usage: python -m {module} STAGE [--params FILE] [-S KEY=VALUE ...]\n"
+              f"STAGE: one of {', '.join(stages)}", file=sys.stderr)
+        raise SystemExit(2)
+    stage = argv[0]
+    args, params = parse_stage_args(stage, argv[1:], prog=f"python -m {module} {stage}")
+    run(stage, params, progress=not args.no_progress)

@@ -72,7 +72,7 @@ from components.evaluation import metrics as M
 from components.evaluation.face_id import FaceIdentity, identification_hits
 from components.evaluation.judge import (FaceJudge, FaceSet, Gallery, Judgement, encode_gallery, gallery_hits,
                                          identity_of)
-from components.evaluation.stats import Estimate, speaker_bootstrap
+from components.evaluation.stats import Estimate, claim_verdict, speaker_bootstrap, with_interval
 from components.inference.face_sr import FaceSR
 from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
 
@@ -368,23 +368,6 @@ def draw_figures(model: FaceSR, data: EncodedSplit, out_dir: Path, cfg: Evaluate
 # --------------------------------------------------------------------------- the report
 
 
-def _with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False) -> str:
-    if key not in metrics:
-        return "n/a"
-    sign = "+" if signed else ""
-    text = f"{metrics[key]:{sign}.3f}"
-    if f"{key}_lo" in metrics:
-        text += f" [{metrics[f'{key}_lo']:{sign}.3f}, {metrics[f'{key}_hi']:{sign}.3f}]"
-    return text
-
-
-def claim_verdict(lo: float, hi: float, higher_is_better: bool, threshold: float = 0.0) -> str:
-    """Whether a claim "the value is on the good side of ``threshold``" holds: its whole
-    95 % interval must be there."""
-    good, bad = (lo > threshold, hi < threshold) if higher_is_better else (hi < threshold, lo > threshold)
-    return "**holds**" if good else "no: the opposite holds" if bad else f"no: the interval contains {threshold:g}"
-
-
 def _difference_claims(metrics: Mapping[str, float], split: str, group: str, metrics_of: Iterable[str],
                        claim: str) -> list[str]:
     """Rows for the paired differences ``<split>.<group>.<metric>``: ``claim`` says what
@@ -396,7 +379,7 @@ def _difference_claims(metrics: Mapping[str, float], split: str, group: str, met
             up = HIGHER_IS_BETTER[metric]
             verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], up)
             text = claim.format(better="higher" if up else "lower", metric=metric, sign="> 0" if up else "< 0")
-            rows.append(f"| {split} | {text} | {_with_interval(metrics, key, signed=True)} | {verdict} |")
+            rows.append(f"| {split} | {text} | {with_interval(metrics, key, signed=True)} | {verdict} |")
     return rows
 
 
@@ -412,7 +395,7 @@ def claims_table(metrics: Mapping[str, float], splits: Iterable[str]) -> list[st
         if f"{key}_lo" in metrics:
             verdict = claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], True, FOLLOWS_AUDIO_CLAIM)
             lines.append(f"| {split} | a voice of the other sex moves the attribute (follows_audio > "
-                         f"{FOLLOWS_AUDIO_CLAIM}) | {_with_interval(metrics, key)} | {verdict} |")
+                         f"{FOLLOWS_AUDIO_CLAIM}) | {with_interval(metrics, key)} | {verdict} |")
     return lines
 
 
@@ -431,14 +414,14 @@ def results_table(metrics: Mapping[str, float], counts: Mapping[str, tuple[int, 
               "|---|---|" + "---:|" * len(METRICS)]
     for split in counts:
         lines.append(f"| {split} | *ground truth (judge)* | " +
-                     " | ".join(_with_interval(metrics, f"{split}.truth.{m}") if f"{split}.truth.{m}" in metrics
+                     " | ".join(with_interval(metrics, f"{split}.truth.{m}") if f"{split}.truth.{m}" in metrics
                                 else "" for m in METRICS) + " |")
         for method in (m for m in METHODS if any(k.startswith(f"{split}.{m}.") for k in metrics)):
             lines.append(f"| {split} | {method} | " +
-                         " | ".join(_with_interval(metrics, f"{split}.{method}.{m}") for m in METRICS) + " |")
+                         " | ".join(with_interval(metrics, f"{split}.{method}.{m}") for m in METRICS) + " |")
     lines += ["", "**follows_audio** (mismatched voices of the other sex: fraction of outputs whose predicted "
               "sex-like attribute is the voice's, not the face's): " +
-              ", ".join(f"{s} {_with_interval(metrics, f'{s}.mismatched.follows_audio')}" for s in counts), ""]
+              ", ".join(f"{s} {with_interval(metrics, f'{s}.mismatched.follows_audio')}" for s in counts), ""]
     lines += ["## Claims", "", "Fused minus image-only is paired per face; a claim holds when its whole 95 % "
               "interval is on the paper's side.", ""]
     lines += claims_table(metrics, counts) + [""]

@@ -7,6 +7,9 @@ replacement, each drawn speaker bringing all of its samples, and reads the 95 % 
 of the mean from the percentiles of the resampled means. A paired comparison (fused
 minus image-only on the same faces) is the same call on the per-sample differences.
 
+:func:`with_interval` and :func:`claim_verdict` write an estimate and a claim's verdict
+the same way in both papers' ``results.md``.
+
 Pure numpy and seeded: the same values, speakers, resample count and seed give the same
 interval. Unknown values (NaN: a metric that does not apply to a sample) are left out, and
 a speaker with no known value does not take part.
@@ -14,6 +17,7 @@ a speaker with no known value does not take part.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,3 +62,24 @@ def speaker_bootstrap(values: np.ndarray, speakers: np.ndarray, n_resamples: int
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return Estimate(mean, float(lo), float(hi))
+
+
+# --------------------------------------------------------------------------- reporting (both papers' results.md)
+
+
+def with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False, missing: str = "n/a") -> str:
+    """``metrics[key]`` with its interval (``key_lo``, ``key_hi``) as ``v [lo, hi]`` (3 decimals)."""
+    if key not in metrics:
+        return missing
+    sign = "+" if signed else ""
+    text = f"{metrics[key]:{sign}.3f}"
+    if f"{key}_lo" in metrics:
+        text += f" [{metrics[f'{key}_lo']:{sign}.3f}, {metrics[f'{key}_hi']:{sign}.3f}]"
+    return text
+
+
+def claim_verdict(lo: float, hi: float, higher_is_better: bool, threshold: float = 0.0) -> str:
+    """Whether a claim "the value is on the good side of ``threshold``" holds: its whole
+    95 % interval must be there."""
+    good, bad = (lo > threshold, hi < threshold) if higher_is_better else (hi < threshold, lo > threshold)
+    return "**holds**" if good else "no: the opposite holds" if bad else f"no: the interval contains {threshold:g}"

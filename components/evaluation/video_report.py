@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from components.evaluation import HIGHER_IS_BETTER
+from components.evaluation.stats import claim_verdict, with_interval
 from components.figures.grids import save_grid
 from components.figures.images import nearest_up, to_hwc
 from components.inference.video_sr import comparison
@@ -31,23 +32,11 @@ METHOD_NAMES = {"bicubic": "bicubic 8x8 -> 256", "stage1": "stage 1 alone (enlar
 SPLITS = {"seen": "test_seen: new videos of training speakers", "unseen": "test_unseen: speakers never trained on"}
 
 
-def _value(metrics: Mapping[str, float], key: str, *, signed: bool = False) -> str:
-    if key not in metrics:
-        return ""
-    sign = "+" if signed else ""
-    text = f"{metrics[key]:{sign}.3f}"
-    if f"{key}_lo" in metrics:
-        text += f" [{metrics[f'{key}_lo']:{sign}.3f}, {metrics[f'{key}_hi']:{sign}.3f}]"
-    return text
-
-
 def verdict(metrics: Mapping[str, float], key: str, *, higher: bool, threshold: float = 0.0) -> str:
     """Whether the interval of ``key`` lies wholly on the good side of ``threshold``."""
     if f"{key}_lo" not in metrics:
         return "not measured"
-    lo, hi = metrics[f"{key}_lo"], metrics[f"{key}_hi"]
-    good, bad = (lo > threshold, hi < threshold) if higher else (hi < threshold, lo > threshold)
-    return "**holds**" if good else "no: the opposite holds" if bad else f"no: the interval contains {threshold:g}"
+    return claim_verdict(metrics[f"{key}_lo"], metrics[f"{key}_hi"], higher, threshold)
 
 
 def claims(metrics: Mapping[str, float], splits: Iterable[str]) -> list[str]:
@@ -69,7 +58,7 @@ def claims(metrics: Mapping[str, float], splits: Iterable[str]) -> list[str]:
             full_key = f"{split}.{key}"
             if full_key in metrics:
                 signed = threshold == 0.0
-                rows.append(f"| {split} | {text} | {_value(metrics, full_key, signed=signed)} | "
+                rows.append(f"| {split} | {text} | {with_interval(metrics, full_key, signed=signed)} | "
                             f"{verdict(metrics, full_key, higher=higher, threshold=threshold)} |")
     return rows
 
@@ -91,7 +80,7 @@ def results_table(metrics: Mapping[str, float], splits: Sequence[str], notes: It
         for method in ("truth", "bicubic", "stage1", "no_audio", "full", "other_audio"):
             if any(k.startswith(f"{split}.{method}.") for k in metrics):
                 lines.append(f"| {split} | {METHOD_NAMES[method]} | " +
-                             " | ".join(_value(metrics, f"{split}.{method}.{m}") for m in shown) + " |")
+                             " | ".join(with_interval(metrics, f"{split}.{method}.{m}", missing="") for m in shown) + " |")
     lines += ["", "## Claims", "", "Paired over the same frames / clips / speaker resamples; a claim holds when "
               "its whole 95 % interval is on the paper's side.", ""]
     lines += claims(metrics, splits) + [""]

@@ -28,7 +28,7 @@ caller expects.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,19 +67,35 @@ class Family:
     build: Builder
     check: Checker | None = None
     settings: str = ""
+    network_fields: Mapping[str, Iterable[str]] | None = None
+    shared_fields: tuple[str, ...] = ()
 
     def differences(self, found: Config, expected: Config, networks: Sequence[str]) -> list[str]:
+        """With ``network_fields``, only the fields of the networks a file holds count (a
+        file of none of them, e.g. checkpoint.pt, is compared on every field)."""
         if self.check is not None:
             return self.check(found, expected, networks)
-        return [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in expected.items() if found.get(k) != v]
+        held = [n for n in networks if self.network_fields is not None and n in self.network_fields]
+        wanted = fields_of(expected, self.network_fields, held, self.shared_fields) if held else expected
+        return [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in wanted.items() if found.get(k) != v]
+
+
+def fields_of(config: Config, network_fields: Mapping[str, Iterable[str]], networks: Iterable[str],
+              shared: Iterable[str] = ()) -> dict[str, Any]:
+    """The part of a family's ``config`` that shapes ``networks`` (``network_fields``: the
+    fields of each network; ``shared``: fields every network depends on)."""
+    keep = set(shared).union(*(network_fields[n] for n in networks))
+    return {k: v for k, v in config.items() if k in keep}
 
 
 FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, *, build: Builder, check: Checker | None = None, settings: str = "") -> None:
+def register_family(name: str, *, build: Builder, check: Checker | None = None, settings: str = "",
+                    network_fields: Mapping[str, Iterable[str]] | None = None,
+                    shared_fields: Iterable[str] = ()) -> None:
     """Make the files of family ``name`` loadable (called by the family's models package)."""
-    FAMILIES[name] = Family(name, build, check, settings)
+    FAMILIES[name] = Family(name, build, check, settings, network_fields, tuple(shared_fields))
 
 
 def family(name: str) -> Family:

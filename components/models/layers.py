@@ -260,3 +260,8 @@ def init_linear_output(layer: nn.Linear, gain: float = 1.0) -> None:
     nn.init.normal_(layer.weight, std=gain / math.sqrt(layer.in_features))
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter values (works on the meta device)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -12,7 +12,6 @@ components/training/face_sr/). Several GPUs:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from components.config import Params  # noqa: E402
 from components.training.face_sr.plan import STAGES
 from components.training.face_sr.stages import train_stage  # noqa: E402
-from pipelines._common import exit_on_user_error, parse_stage_args  # noqa: E402
+from pipelines._common import exit_on_user_error, stage_family_main  # noqa: E402
 
 
 def run(stage: str, params: Params, *, progress: bool = True) -> dict[str, Any]:
@@ -31,14 +30,7 @@ def run(stage: str, params: Params, *, progress: bool = True) -> dict[str, Any]:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in STAGES:
-        print(f"usage: python -m pipelines.face_sr.train STAGE [--params FILE] [-S KEY=VALUE ...]\n"
-              f"STAGE: one of {', '.join(STAGES)}", file=sys.stderr)
-        raise SystemExit(2)
-    stage = argv[0]
-    args, params = parse_stage_args(stage, argv[1:], prog=f"python -m pipelines.face_sr.train {stage}")
-    run(stage, params, progress=not args.no_progress)
+    stage_family_main(argv, STAGES, run, "pipelines.face_sr.train")
 
 
 if __name__ == "__main__":

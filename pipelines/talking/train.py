@@ -10,7 +10,6 @@ Several GPUs: ``torchrun --nproc-per-node N -m pipelines.talking.train train_ani
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from components.config import Params  # noqa: E402
 from components.training.talking.plan import STAGES  # noqa: E402
 from components.training.talking.stages import train_stage  # noqa: E402
-from pipelines._common import exit_on_user_error, parse_stage_args  # noqa: E402
+from pipelines._common import exit_on_user_error, stage_family_main  # noqa: E402
 
 
 def run(stage: str, params: Params, *, progress: bool = True) -> dict[str, Any]:
@@ -29,14 +28,7 @@ def run(stage: str, params: Params, *, progress: bool = True) -> dict[str, Any]:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in STAGES:
-        print(f"usage: python -m pipelines.talking.train STAGE [--params FILE] [-S KEY=VALUE ...]\n"
-              f"STAGE: one of {', '.join(STAGES)}", file=sys.stderr)
-        raise SystemExit(2)
-    stage = argv[0]
-    args, params = parse_stage_args(stage, argv[1:], prog=f"python -m pipelines.talking.train {stage}")
-    run(stage, params, progress=not args.no_progress)
+    stage_family_main(argv, STAGES, run, "pipelines.talking.train")
 
 
 if __name__ == "__main__":

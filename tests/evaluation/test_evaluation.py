@@ -21,10 +21,10 @@ from components.evaluation import metrics as M
 from components.evaluation.judge import (FaceJudge, FaceSet, Gallery, OnnxFaceEmbedder, encode_gallery, identity_of,
                                          load_judge)
 from components.evaluation.face_sr import (DELTA_METRICS, GAIN_METRICS, METHODS, METRICS, EncodedSplit, Scorers,
-                                           claim_verdict, claims_table, dlib_metrics, evaluate, judged_metrics,
+                                           claims_table, dlib_metrics, evaluate, judged_metrics,
                                            method_output,
                                            mismatch_partners, pick_voices, recordings, summarize)
-from components.evaluation.stats import speaker_bootstrap
+from components.evaluation.stats import claim_verdict, speaker_bootstrap
 from components.evaluation.judge import Judgement
 from components.inference.face_sr import load_face_sr
 from components.models.checkpoint import CheckpointError, save_model

@@ -14,7 +14,7 @@ family ``"face_sr"`` (:mod:`components.models.checkpoint`, registered here). The
 its own, ``"face_judge"``, registered by its module: the training stages never import it.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from components.models.checkpoint import register_family
@@ -26,6 +26,7 @@ from components.models.face_sr.presets import (
     MODEL_NAMES,
     NETWORK_FIELDS,
     PRESETS,
+    SHARED_FIELDS,
     ModelConfig,
     build_models,
     config_fields,
@@ -45,16 +46,9 @@ def _build(config: Mapping[str, Any], names: tuple[str, ...]) -> dict:
     return build_models(ModelConfig(**config), names=names)
 
 
-def _differences(found: Mapping[str, Any], expected: Mapping[str, Any], networks: Sequence[str]) -> list[str]:
-    """Only the fields that shape the networks a file holds count (a 16x16 El trains on
-    the G and Eh made for the 8x8 one); a file of no known network (checkpoint.pt) is
-    compared on every field."""
-    held = [n for n in networks if n in NETWORK_FIELDS]
-    wanted = config_fields(ModelConfig(**expected), held) if held else dict(expected)
-    return [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in wanted.items() if found.get(k) != v]
-
-
-register_family(FAMILY, build=_build, check=_differences,
+# Only the fields that shape the networks a file holds count: a 16x16 El trains on the G
+# and Eh made for the 8x8 one.
+register_family(FAMILY, build=_build, network_fields=NETWORK_FIELDS, shared_fields=SHARED_FIELDS,
                 settings="params face_sr: preset, overrides, lr_size, audio_seconds, audio, fusion")
 
 __all__ = [

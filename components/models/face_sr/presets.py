@@ -28,9 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from components.audio.spectrogram import SPEC_HOP, SPEC_N_FFT, SPEC_SAMPLE_RATE
+from components.models.checkpoint import fields_of
 from components.models.face_sr.encoders import AudioEncoder, HighResEncoder, LowResEncoder
 from components.models.face_sr.fusion import ResidualFusion
 from components.models.face_sr.generator import Discriminator, Generator, n_latents_for
+from components.models.layers import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +132,7 @@ NETWORK_FIELDS: dict[str, frozenset[str]] = {
 
 def config_fields(cfg: ModelConfig, networks: Iterable[str]) -> dict[str, Any]:
     """The part of ``cfg`` that shapes ``networks`` (JSON-ready)."""
-    keep = set(SHARED_FIELDS).union(*(NETWORK_FIELDS[n] for n in networks))
-    return {k: v for k, v in cfg.model_dump(mode="json").items() if k in keep}
+    return fields_of(cfg.model_dump(mode="json"), NETWORK_FIELDS, networks, SHARED_FIELDS)
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -164,11 +165,6 @@ def get_preset(name: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
     if "resolution" in overrides and "n_latents" not in overrides:
         base.pop("n_latents")
     return ModelConfig(**{**base, **overrides})
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter values (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _build(name: str, cfg: ModelConfig) -> nn.Module:

@@ -12,7 +12,7 @@ Sizes come from a :class:`ModelConfig` (presets ``paper`` and ``small``);
 :class:`VideoUpsampler`.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from components.models.checkpoint import register_family
@@ -47,15 +47,8 @@ def _build(config: Mapping[str, Any], names: tuple[str, ...]) -> dict:
     return build_models(ModelConfig(**config), names=names)
 
 
-def _differences(found: Mapping[str, Any], expected: Mapping[str, Any], networks: Sequence[str]) -> list[str]:
-    """Only the fields of the networks a file holds count (an expert file serves any stage-2
-    setting); a file of no known network (checkpoint.pt) is compared on every field."""
-    held = [n for n in networks if n in NETWORK_FIELDS]
-    wanted = config_fields(ModelConfig(**expected), held) if held else dict(expected)
-    return [f"{k}: {found.get(k)!r} in the file, {v!r} in params" for k, v in wanted.items() if found.get(k) != v]
-
-
-register_family(FAMILY, build=_build, check=_differences,
+# Only the fields of the networks a file holds count: an expert file serves any stage-2 setting.
+register_family(FAMILY, build=_build, network_fields=NETWORK_FIELDS,
                 settings="params talking: preset, overrides, lr_size, audio, identity")
 
 __all__ = [

@@ -31,7 +31,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from components.models.layers import Norm
+from components.models.checkpoint import fields_of
+from components.models.layers import Norm, count_parameters
 from components.models.talking.coarse import CoarseUpsampler
 from components.models.talking.generator import AnimationGenerator
 from components.models.talking.keypoints import KeypointDetector
@@ -133,8 +134,7 @@ NETWORK_FIELDS: dict[str, tuple[str, ...]] = {
 
 def config_fields(cfg: ModelConfig, names: Iterable[str]) -> dict[str, Any]:
     """The part of ``cfg`` that shapes the networks ``names`` (JSON-ready)."""
-    keep = {field for name in names for field in NETWORK_FIELDS[name]}
-    return {k: v for k, v in cfg.model_dump(mode="json").items() if k in keep}
+    return fields_of(cfg.model_dump(mode="json"), NETWORK_FIELDS, names)
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -172,11 +172,6 @@ def get_preset(name: str = DEFAULT_PRESET, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}: expected one of {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name].model_dump(), **overrides})
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameter values (works on the meta device)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _build(name: str, cfg: ModelConfig) -> nn.Module:
