@@ -46,6 +46,8 @@ def claims(metrics: Mapping[str, float], splits: Iterable[str]) -> list[str]:
         ("fid_ratio.bicubic_over_full", f"FID: bicubic / full >= {FID_CLAIM:g} (the paper's factor)", True, FID_CLAIM),
         ("full_minus_stage1.fid", "FID: full better than stage 1 alone (difference < 0)", False, 0.0),
         ("full_minus_no_audio.fid", "FID: full better than no audio (difference < 0)", False, 0.0),
+        ("truth_minus_bicubic.lse_c", "instrument: the expert rates the true lips' sync above bicubic's (truth - "
+         "bicubic LSE-C > 0; the LSE claims below mean something only if this holds)", True, 0.0),
         ("full_vs_truth.lse_c", "lips: LSE-C of full within 10 % of the truth's (full - 0.9 truth > 0)", True, 0.0),
         ("full_minus_no_audio.lse_c", "lips: LSE-C of full above no audio", True, 0.0),
         ("other_audio_follows.lse_c", "lips follow another clip's audio (its LSE-C minus the own audio's > 0)",

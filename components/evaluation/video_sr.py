@@ -380,6 +380,9 @@ def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams, inceptio
                 diff = np.asarray(table[a][metric]) - np.asarray(table[b][metric])
                 _put(out, f"{split}.{name}.{metric}", estimate(diff, kind))
     clips = found.clips
+    if "lse_c" in clips.get("bicubic", {}) and "lse_c" in clips.get("truth", {}):  # the instrument's own check
+        gap = np.asarray(clips["truth"]["lse_c"]) - np.asarray(clips["bicubic"]["lse_c"])
+        _put(out, f"{split}.truth_minus_bicubic.lse_c", estimate(gap, "clips"))
     if "lse_c" in clips.get("full", {}) and "lse_c" in clips.get("truth", {}):
         gap = np.asarray(clips["full"]["lse_c"]) - LSE_C_OF_TRUTH * np.asarray(clips["truth"]["lse_c"])
         _put(out, f"{split}.full_vs_truth.lse_c", estimate(gap, "clips"))

@@ -68,9 +68,13 @@ def test_the_stage_writes_every_method_and_metric_with_intervals(evaluated):
             assert metrics[f"{split}.{method}.fid"] > 0
         assert f"{split}.fid_ratio.bicubic_over_full" in metrics
         assert f"{split}.other_audio_follows.lse_c" in metrics
+        assert f"{split}.truth_minus_bicubic.lse_c" in metrics  # the expert's own check
+        assert metrics[f"{split}.truth_minus_bicubic.lse_c"] == pytest.approx(
+            metrics[f"{split}.truth.lse_c"] - metrics[f"{split}.bicubic.lse_c"], abs=1e-5)
         assert (out / f"grid_{split}.png").stat().st_size > 0
     text = (out / "results.md").read_text()
     assert "## Claims" in text and "FID: bicubic / full >= 8" in text and "earshot expert" in text
+    assert "instrument: the expert rates the true lips" in text
     videos = sorted((out / "videos").glob("*.mp4"))
     assert len(videos) == 2  # one per split
     info = probe(videos[0])
