@@ -202,9 +202,17 @@ def method_outputs(model: VideoUpsampler, clip: TestClip, partner: TestClip | No
     return {k: v.float().cpu().clamp(-1, 1) for k, v in out.items()}
 
 
-def clip_sync(model: VideoUpsampler, frames: torch.Tensor, mel: torch.Tensor, start: int,
+def audio_embeddings(model: VideoUpsampler, mel: torch.Tensor) -> np.ndarray:
+    """The expert's embedding of every mel window of a clip, (n, D): computed once per clip and
+    compared with every method's lips."""
+    with torch.no_grad():
+        return model.nets["expert"].embed_audio(mel.float()[:, None].to(model.device)).cpu().numpy()
+
+
+def clip_sync(model: VideoUpsampler, frames: torch.Tensor, audio: np.ndarray, start: int,
               max_offset: int) -> tuple[float, float]:
-    """(LSE-D, LSE-C) of ``frames`` (the segment, any size) against the clip's ``mel`` windows."""
+    """(LSE-D, LSE-C) of ``frames`` (the segment, any size) against a clip's ``audio`` embeddings
+    (:func:`audio_embeddings`)."""
     cfg, expert = model.cfg, model.nets["expert"]
     half = cfg.window // 2
     faces = resize(frames.to(model.device), cfg.coarse_size)
@@ -212,7 +220,6 @@ def clip_sync(model: VideoUpsampler, frames: torch.Tensor, mel: torch.Tensor, st
     windows = torch.stack([faces[c - half:c + half + 1] for c in centres])
     with torch.no_grad():
         video = expert.embed_video(lower_half(windows)).cpu().numpy()
-        audio = expert.embed_audio(mel.float()[:, None].to(model.device)).cpu().numpy()
     idx = np.asarray(centres) + start
 
     def shifted(k: int) -> np.ndarray:
@@ -274,7 +281,9 @@ def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner:
     found.speakers["detail"] += [clip.speaker] * len(detail)
     found.speakers["clips"].append(clip.speaker)
     found.fid_frames.setdefault("truth", []).append(clip.truth[picks])
-    lse_d, lse_c = clip_sync(model, truth, clip.mel, clip.start, cfg.max_offset)
+    own_audio = audio_embeddings(model, clip.mel)
+    other_audio = audio_embeddings(model, partner.mel) if partner is not None else None
+    lse_d, lse_c = clip_sync(model, truth, own_audio, clip.start, cfg.max_offset)
     found.add("clips", "truth", "lse_d", [lse_d])
     found.add("clips", "truth", "lse_c", [lse_c])
     for method in METHODS:
@@ -298,12 +307,12 @@ def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner:
             found.add("detail", method, "lmd_mouth", [e.mouth for e in errors])
         if method in FID_METHODS:
             found.fid_frames.setdefault(method, []).append(to_pixels(out[picks]))
-        mel = partner.mel if method == "other_audio" and partner is not None else clip.mel
-        lse_d, lse_c = clip_sync(model, out, mel, clip.start, cfg.max_offset)
+        audio = other_audio if method == "other_audio" and other_audio is not None else own_audio
+        lse_d, lse_c = clip_sync(model, out, audio, clip.start, cfg.max_offset)
         found.add("clips", method, "lse_d", [lse_d])
         found.add("clips", method, "lse_c", [lse_c])
         if method == "other_audio":  # the same lips against the clip's own audio: do they follow the new one more?
-            found.add("clips", method, "lse_c_own", [clip_sync(model, out, clip.mel, clip.start, cfg.max_offset)[1]])
+            found.add("clips", method, "lse_c_own", [clip_sync(model, out, own_audio, clip.start, cfg.max_offset)[1]])
 
 
 def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
@@ -399,7 +408,7 @@ def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams, inceptio
 # --------------------------------------------------------------------------- the stage's work
 
 
-def grid_row(clip: TestClip, outputs: Mapping[str, torch.Tensor], window: int) -> dict[str, torch.Tensor]:
+def grid_row(clip: TestClip, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The middle segment frame of a clip: its input, every method's output, the photo, the truth."""
     mid = len(clip.truth) // 2
     row = {method: out[mid] for method, out in outputs.items()}
@@ -458,7 +467,7 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
                 outputs = method_outputs(model, clip, partner)
                 score_clip(model, scorers, clip, partner, outputs, cfg, found)
                 if i in shown:
-                    rows.append(grid_row(clip, outputs, model.cfg.window))
+                    rows.append(grid_row(clip, outputs))
                 if clip.whole is not None:
                     coarse, ours = whole_clip(model, clip, cfg.batch_size)
                     video_report.write_side_by_side(out_dir / "videos" / f"{name}_{clip.key.replace('/', '_')}.mp4",

@@ -49,6 +49,7 @@ from components.audio.spectrogram import SPEC_SAMPLE_RATE
 from components.config import FacesParams
 from components.data.features import degrade, mel_windows, resize
 from components.errors import EarshotError, Rejected
+from components.io import iter_chunks
 from components.figures.images import from_hwc, nearest_up, to_hwc
 from components.inference.inputs import read_image, read_voice
 from components.models.talking import VideoUpsampler
@@ -85,18 +86,6 @@ def sliding_windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
         held.append(last)
         if len(held) == size:
             yield list(held)
-
-
-def batched(items: Iterable[T], n: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``n`` items (the last one shorter)."""
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def low_res(frame: np.ndarray, size: int, *, name: str = "video") -> torch.Tensor:
@@ -136,7 +125,7 @@ def upsample(model: VideoUpsampler, faces: Iterable[torch.Tensor], mels: np.ndar
     state = model.prepare_identity(identity[None].to(device))
     done = 0
     with torch.inference_mode():
-        for windows in batched(sliding_windows(faces, cfg.window), batch):
+        for windows in iter_chunks(sliding_windows(faces, cfg.window), batch):
             lr = torch.stack([torch.stack(w) for w in windows]).to(device)
             mel = torch.from_numpy(mels[done:done + len(windows)])[:, None].to(device)
             if len(mel) != len(lr):

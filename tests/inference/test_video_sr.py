@@ -21,7 +21,8 @@ from components.errors import EarshotError
 from components.faces.crop import crop_face
 from components.faces.detect import FaceDetector
 from components.figures.images import from_hwc, to_hwc
-from components.inference.video_sr import Job, batched, low_res, run_job, sliding_windows
+from components.inference.video_sr import Job, low_res, run_job, sliding_windows
+from components.io import iter_chunks
 from components.media.jpeg_video import iter_crop_frames
 from components.media.probe import probe
 from components.media.read import iter_frames
@@ -107,7 +108,7 @@ def test_every_item_gets_a_window_centred_on_it_with_the_ends_repeated():
     assert list(sliding_windows(range(3), 4)) == [[0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 2]]  # centre at 4 // 2
     assert list(sliding_windows(range(3), 1)) == [[0], [1], [2]]
     assert list(sliding_windows([], 5)) == []
-    assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(iter_chunks(range(5), 2)) == [[0, 1], [2, 3], [4]]
 
 
 def test_windows_are_streamed_not_collected():

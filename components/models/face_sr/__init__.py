@@ -29,7 +29,6 @@ from components.models.face_sr.presets import (
     SHARED_FIELDS,
     ModelConfig,
     build_models,
-    config_fields,
     count_parameters,
     get_preset,
 )
