@@ -22,13 +22,16 @@ import contextlib
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from components.config import Params
-from components.models.checkpoint import CheckpointError, load_checkpoint
+from components.models.checkpoint import CheckpointError, load_checkpoint, load_model
 from components.tracking import StageRun, stage_run
 from components.training import loop
 from components.training.feeds import Batches
@@ -130,3 +133,25 @@ def run_stage(plan: StagePlan, *, progress: bool = True) -> dict[str, Any]:
         return summary
     finally:
         teardown_runtime(runtime)
+
+
+# -- what every family's recipes need around their builders ---------------------------------------
+
+def load_upstream(upstream: Mapping[str, tuple[str, ...]], folder: Callable[[str], Path], *, family: str,
+                  config: dict[str, Any]) -> dict[str, nn.Module]:
+    """The networks a stage takes from earlier stages: ``upstream`` maps each earlier stage to
+    the names it gives, read from ``folder(stage) / "model.pt"`` of ``family`` and checked
+    against ``config``."""
+    up: dict[str, nn.Module] = {}
+    for prev, names in upstream.items():
+        up |= load_model(folder(prev) / "model.pt", names, expect_family=family, expect_stage=prev,
+                         expect_config=config).networks
+    return up
+
+
+def to_runtime_layout(stage: loop.Stage, runtime: Runtime) -> loop.Stage:
+    """The stage's networks in channels-last memory when the runtime asks for it."""
+    if runtime.channels_last:
+        for net in stage.networks.values():
+            net.to(memory_format=torch.channels_last)
+    return stage

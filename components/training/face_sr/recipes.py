@@ -27,7 +27,6 @@ from components.config import (
     TrainStageParams,
 )
 from components.errors import ConfigError
-from components.models.checkpoint import load_model
 from components.models.face_sr import FAMILY, ModelConfig, build_models, config_dict
 from components.models.layers import pixel_norm
 from components.training import loop
@@ -44,6 +43,7 @@ from components.training.losses import (
     reconstruction_loss,
 )
 from components.training.runtime import Runtime
+from components.training.stage import load_upstream, to_runtime_layout
 
 Upstream = Mapping[str, nn.Module]
 
@@ -328,15 +328,8 @@ def build_stage(name: str, params: Params, cfg: ModelConfig, runtime: Runtime, d
     """The :class:`~components.training.loop.Stage` of ``name`` on its training feed ``data``,
     its upstream networks loaded."""
     p, seed, device = getattr(params, name), params.face_sr.seed, runtime.device
-    up: dict[str, nn.Module] = {}
-    for prev, names in UPSTREAM[name].items():
-        up |= load_model(stage_dir(params, prev) / "model.pt", names, expect_family=FAMILY, expect_stage=prev,
-                         expect_config=config_dict(cfg)).networks
+    up = load_upstream(UPSTREAM[name], lambda prev: stage_dir(params, prev), family=FAMILY, config=config_dict(cfg))
     perceptual = PerceptualLoss().to(device) if getattr(p, "w_perc", 0) > 0 else None
-    stage = BUILDERS[name](p, cfg, seed, device, up, perceptual, data)
-    if runtime.channels_last:
-        for net in stage.networks.values():
-            net.to(memory_format=torch.channels_last)
-    return stage
+    return to_runtime_layout(BUILDERS[name](p, cfg, seed, device, up, perceptual, data), runtime)
 
 

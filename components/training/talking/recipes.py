@@ -28,7 +28,6 @@ from torch import nn
 
 from components.config import Params, TrainAnimateParams, TrainCoarseParams, TrainStageParams, TrainSyncParams
 from components.data.features import resize
-from components.models.checkpoint import load_model
 from components.models.talking import FAMILY, ModelConfig, build_models, config_dict
 from components.models.talking.animation import animate
 from components.models.talking.sync import lower_half, sync_probability
@@ -38,6 +37,7 @@ from components.training import loop
 from components.training.feeds import Batch
 from components.training.losses import PerceptualLoss, pyramid_l1, reconstruction_loss
 from components.training.runtime import Runtime
+from components.training.stage import load_upstream, to_runtime_layout
 from components.training.talking.plan import TRAINS, UPSTREAM, stage_dir
 
 Upstream = Mapping[str, nn.Module]
@@ -189,13 +189,6 @@ BUILDERS = {"train_sync": build_train_sync, "train_coarse": build_train_coarse, 
 def build_stage(name: str, params: Params, cfg: ModelConfig, runtime: Runtime) -> loop.Stage:
     """The :class:`~components.training.loop.Stage` of ``name``, its upstream networks loaded."""
     p, seed, device = getattr(params, name), params.talking.seed, runtime.device
-    up: dict[str, nn.Module] = {}
-    for prev, names in UPSTREAM[name].items():
-        up |= load_model(stage_dir(params, prev) / "model.pt", names, expect_family=FAMILY, expect_stage=prev,
-                         expect_config=config_dict(cfg)).networks
+    up = load_upstream(UPSTREAM[name], lambda prev: stage_dir(params, prev), family=FAMILY, config=config_dict(cfg))
     perceptual = PerceptualLoss().to(device) if getattr(p, "w_perc", 0) > 0 else None
-    stage = BUILDERS[name](p, cfg, seed, device, up, perceptual)
-    if runtime.channels_last:
-        for net in stage.networks.values():
-            net.to(memory_format=torch.channels_last)
-    return stage
+    return to_runtime_layout(BUILDERS[name](p, cfg, seed, device, up, perceptual), runtime)
