@@ -19,6 +19,7 @@ import typer
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from pipelines._common import exit_on_user_error, parse_overrides, setup_logging  # noqa: E402
+from pipelines.cli_codec import codec_app  # noqa: E402
 from pipelines.cli_compare import compare  # noqa: E402
 from pipelines.cli_flow import flow_app, serve  # noqa: E402
 from pipelines.cli_server import server_app  # noqa: E402
@@ -33,6 +34,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(flow_app, name="flow")
 app.command("serve")(serve)
 app.command("video-sr")(video_sr)
+app.add_typer(codec_app, name="codec")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override: KEY=VALUE (YAML value)")]

@@ -4,7 +4,7 @@ One section per DVC stage (stage name = module in ``pipelines/`` = section here)
 ``common`` (shared by every stage), ``tracking`` (MLflow), ``orchestration`` and
 ``sweeps``. The sections are defined by concern: the data stages in
 :mod:`components.config.data`, the face-SR paper in :mod:`components.config.face_sr`, the video paper in
-:mod:`components.config.talking`,
+:mod:`components.config.talking`, its codec in :mod:`components.config.codec`,
 the running of it all in :mod:`components.config.orchestration`; :class:`Params` is
 their union. A second paper brings its own module with one ``...Sections`` class, which
 becomes one more base of :class:`Params`.
@@ -49,6 +49,7 @@ from components.config.face_sr import (
     TrainGParams,
     TrainStageParams,
 )
+from components.config.codec import BaselineParams, CodecParams, CodecSections, EvaluateCodecParams
 from components.config.talking import (
     EvaluateVideoParams,
     TalkingParams,
@@ -61,7 +62,7 @@ from components.config.orchestration import OrchestrationParams, OrchestrationSe
 from components.errors import ConfigError
 
 __all__ = [
-    "AudioParams", "CommonParams", "EvaluateVideoParams", "TalkingParams", "TrainAnimateParams", "TrainCoarseParams",
+    "AudioParams", "BaselineParams", "CodecParams", "CommonParams", "EvaluateCodecParams", "EvaluateVideoParams", "TalkingParams", "TrainAnimateParams", "TrainCoarseParams",
     "TrainSyncParams", "DownloadParams", "EvaluateParams", "EvaluatorsParams", "FaceSRParams",
     "FacesParams", "JudgeFacesParams", "OrchestrationParams", "Params", "ReportParams", "Section", "ShardsParams",
     "SweepParams", "SynthParams", "TrackingParams", "TrainEaParams", "TrainEhParams", "TrainElParams", "TrainFusionParams",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 
-class Params(OrchestrationSections, TalkingSections, FaceSRSections, DataSections):
+class Params(OrchestrationSections, CodecSections, TalkingSections, FaceSRSections, DataSections):
     """Every section of ``params.yaml``."""
 
     @model_validator(mode="after")

@@ -67,14 +67,15 @@ def speaker_bootstrap(values: np.ndarray, speakers: np.ndarray, n_resamples: int
 # --------------------------------------------------------------------------- reporting (both papers' results.md)
 
 
-def with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False, missing: str = "n/a") -> str:
-    """``metrics[key]`` with its interval (``key_lo``, ``key_hi``) as ``v [lo, hi]`` (3 decimals)."""
+def with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False, missing: str = "n/a",
+                  digits: int = 3) -> str:
+    """``metrics[key]`` with its interval (``key_lo``, ``key_hi``) as ``v [lo, hi]`` (``digits`` decimals)."""
     if key not in metrics:
         return missing
-    sign = "+" if signed else ""
-    text = f"{metrics[key]:{sign}.3f}"
+    form = f"{'+' if signed else ''}.{digits}f"
+    text = f"{metrics[key]:{form}}"
     if f"{key}_lo" in metrics:
-        text += f" [{metrics[f'{key}_lo']:{sign}.3f}, {metrics[f'{key}_hi']:{sign}.3f}]"
+        text += f" [{metrics[f'{key}_lo']:{form}}, {metrics[f'{key}_hi']:{form}}]"
     return text
 
 

@@ -101,3 +101,36 @@ def message_figure(text: str, path: str | Path) -> Path:
     plt, fig, axes = _figure(1, 3)
     axes[0, 1].text(0.5, 0.5, text, ha="center", va="center", fontsize=9)
     return _save(plt, fig, path)
+
+
+def rd_plot(path: str | Path, curves: Mapping[str, Sequence[tuple[float, float]]], *, metric: str, title: str,
+            lower_is_better: bool, highlight: tuple[float, float] | None = None,
+            markers_only: Sequence[str] = ("earshot",)) -> Path:
+    """A rate-distortion chart: bits per pixel (log axis) against ``metric``, one line with
+    markers per family of ``curves`` (``(bpp, quality)`` pairs), the families in
+    ``markers_only`` (earshot's operating points, not a ladder) as markers alone, and
+    ``highlight`` (the default operating point) as a star. The y label's arrow says which
+    way is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    for i, (family, points) in enumerate(curves.items()):
+        if not points:
+            continue
+        bpp, quality = np.array(points, np.float64).T
+        ax.plot(bpp, quality, "o" if family in markers_only else "o-", ms=4, color=f"C{i}", label=family)
+    if highlight is not None:
+        ax.plot(*highlight, "*", ms=14, color="black", label="default operating point", zorder=3)
+    ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the log axis' minor labels run into each other
+    ax.set_xlabel("bits per pixel (256x256)")
+    ax.set_ylabel(f"{metric} ({'↓' if lower_is_better else '↑'} better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)

@@ -88,15 +88,20 @@ def sliding_windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
             yield list(held)
 
 
-def low_res(frame: np.ndarray, size: int, *, name: str = "video") -> torch.Tensor:
-    """The (3, size, size) model input in [-1, 1] for an HxWx3 uint8 face frame: its
-    centre square degraded to ``size`` as training degrades (a ``size`` frame as it is)."""
+def centre_square(frame: np.ndarray, size: int, *, name: str = "video") -> np.ndarray:
+    """The centre square of an HxWx3 face frame, refused when it is smaller than ``size``."""
     height, width = frame.shape[:2]
     if min(height, width) < size:
         raise EarshotError(f"{name}: {width}x{height} frames are smaller than the {size}x{size} model input")
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return degrade(from_hwc(frame[top:top + side, left:left + side]), size)
+    return frame[top:top + side, left:left + side]
+
+
+def low_res(frame: np.ndarray, size: int, *, name: str = "video") -> torch.Tensor:
+    """The (3, size, size) model input in [-1, 1] for an HxWx3 uint8 face frame: its
+    centre square degraded to ``size`` as training degrades (a ``size`` frame as it is)."""
+    return degrade(from_hwc(centre_square(frame, size, name=name)), size)
 
 
 def comparison(lr: torch.Tensor, coarse: torch.Tensor, ours: torch.Tensor,
@@ -199,23 +204,24 @@ def _named(video: Path, exc: Rejected) -> EarshotError:
     return EarshotError(str(exc) if str(video) in str(exc) else f"{video}: {exc}")
 
 
-def face_frames(job: Job, faces: FacesParams, fps: int,
+def face_frames(video: Path, detect: bool, faces: FacesParams, fps: int,
                 workdir: Path) -> tuple[int, Callable[[], Iterator[np.ndarray]]]:
     """How many frames the output has, and a function streaming the video's face frames
-    (HxWx3 uint8): the frames themselves, or with ``job.detect`` the face track's crops,
-    written to ``workdir`` by the faces stage's :func:`~components.data.faces.extract_faces`."""
+    (HxWx3 uint8): the frames themselves, or with ``detect`` the face track's crops,
+    written to ``workdir`` by the faces stage's :func:`~components.data.faces.extract_faces`
+    (the video-sr job's and the codec encoder's one way to the face)."""
     from components.media.jpeg_video import iter_crop_frames
     from components.media.read import iter_frames
 
-    if not job.detect:
-        return count_frames(job.video, fps), lambda: (frame for _, frame in iter_frames(job.video, fps))
+    if not detect:
+        return count_frames(video, fps), lambda: (frame for _, frame in iter_frames(video, fps))
     from components.data.faces import extract_faces
 
     crops = workdir / "crops.mkv"
     try:
-        n = extract_faces(job.video, crops, faces, fps).n_frames
+        n = extract_faces(video, crops, faces, fps).n_frames
     except Rejected as exc:
-        raise _named(job.video, exc) from None
+        raise _named(video, exc) from None
     return n, lambda: iter_crop_frames(crops)
 
 
@@ -235,7 +241,7 @@ def run_job(model: VideoUpsampler, job: Job, *, faces: FacesParams, fps: int, ba
     with tempfile.TemporaryDirectory(prefix="earshot-video-sr-") as workdir, \
             Progress(*columns, disable=not progress) as bar:
         tracking = bar.add_task(f"face track {job.video.name}", total=None, visible=job.detect)
-        n, frames = face_frames(job, faces, fps, Path(workdir))
+        n, frames = face_frames(job.video, job.detect, faces, fps, Path(workdir))
         bar.update(tracking, total=n, completed=n)
         if identity is None:  # --identity first: the track's first crop
             crops = frames()
