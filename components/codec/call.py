@@ -37,6 +37,7 @@ from components.codec import streams
 from components.codec.container import CallFile, CallHeader, CodecFileError, pack, payload_sizes, unpack
 from components.config import CodecParams, FacesParams
 from components.data.features import degrade, mel_windows, resize
+from components.errors import Rejected
 from components.figures.images import from_hwc, to_hwc
 from components.io import sha256_file, write_bytes_atomic
 from components.models.talking import VideoUpsampler
@@ -161,11 +162,18 @@ def encode_file(video: Path, out: Path, settings: CodecParams, model_path: Path,
     """
     from rich.console import Console
 
-    from components.inference.video_sr import centre_square, face_frames, soundtrack, video_audio
+    from components.inference.inputs import read_voice
+    from components.inference.video_sr import centre_square, face_frames, soundtrack
     from components.models.talking import load_video_sr
 
     if not video.is_file():
         raise CodecFileError(f"{video}: no such video file")
+    try:
+        voice = read_voice(video, SPEC_SAMPLE_RATE)
+    except Rejected as exc:
+        if exc.reason == "no_audio_stream":
+            raise CodecFileError(f"{video}: the video has no audio stream (a call sends the face and the voice)") from None
+        raise
     model = load_video_sr(model_path, "cpu")
     size = model.cfg.lr_size
     console = Console(stderr=True, quiet=not progress)
@@ -177,7 +185,7 @@ def encode_file(video: Path, out: Path, settings: CodecParams, model_path: Path,
             if photo is None:
                 photo = to_hwc(resize(from_hwc(centre_square(frame, size, name=str(video))), model.cfg.out_size))
             lr.extend(low_res_frames([frame], size, name=str(video)))
-    audio = soundtrack(video_audio(video, None), n, fps)
+    audio = soundtrack(voice, n, fps)
     call = encode_call(lr, photo, audio, fps=fps, settings=settings, model=model_id(model_path),
                        out_size=model.cfg.out_size)
     write_bytes_atomic(out, pack(call))

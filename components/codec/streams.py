@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
@@ -48,6 +49,7 @@ def _encoder_options(codec: str, crf: int, preset: str, extra: str) -> dict[str,
         return {"crf": str(crf), "preset": preset,
                 "x265-params": ":".join(p for p in ("log-level=error", "info=0", extra) if p)}
     if codec == "av1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 logs its whole configuration per encoder: errors only
         return {"crf": str(crf), "preset": preset,
                 "svtav1-params": ":".join(p for p in ("log-level=0", extra) if p)}
     raise EarshotError(f"unknown video codec {codec!r} (one of {', '.join(ENCODERS)})")
@@ -107,9 +109,11 @@ def decode_video(data: bytes, codec: str, *, name: str = "the video stream", lim
                 pictures.append(frame.to_ndarray(format="rgb24"))
                 if limit is not None and len(pictures) >= limit:
                     break
-            return pictures
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise EarshotError(f"{name}: the {codec} stream cannot be decoded ({exc})") from None
+    if not pictures:
+        raise EarshotError(f"{name}: the {codec} stream holds no picture")
+    return pictures
 
 
 def mosaic(frames: Sequence[np.ndarray], side: int) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from components.config.base import Section
 
@@ -89,3 +89,15 @@ class CodecSections(Section):
 
     codec: CodecParams
     evaluate_codec: EvaluateCodecParams
+
+    @model_validator(mode="after")
+    def _points_are_valid_codecs(self) -> "CodecSections":
+        """Each operating point (the codec section with its overrides) must be a valid codec: a bad
+        value fails at load, naming the point, not after the stage has loaded its model."""
+        for name, overrides in self.evaluate_codec.operating_points.items():
+            try:
+                CodecParams.model_validate(self.codec.model_dump() | overrides)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"evaluate_codec.operating_points: point {name!r}: {problems}") from None
+        return self
