@@ -21,6 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from pipelines._common import exit_on_user_error, parse_overrides, setup_logging  # noqa: E402
 from pipelines.cli_codec import codec_app  # noqa: E402
 from pipelines.cli_compare import compare  # noqa: E402
+from pipelines.cli_demo import demo  # noqa: E402
 from pipelines.cli_flow import flow_app, serve  # noqa: E402
 from pipelines.cli_server import server_app  # noqa: E402
 from pipelines.cli_video import video_sr  # noqa: E402
@@ -34,6 +35,7 @@ app.add_typer(server_app, name="server")
 app.add_typer(flow_app, name="flow")
 app.command("serve")(serve)
 app.command("video-sr")(video_sr)
+app.command("demo")(demo)
 app.add_typer(codec_app, name="codec")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file")]

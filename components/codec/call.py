@@ -3,8 +3,9 @@
 The sender (``earshot codec encode``) keeps three things of a talking video
 (docs/codec.md gives the bytes):
 
-* the **photo**: one still of the face at the decoder's ``out_size`` (the first frame of
-  the face track), as JPEG, WebP or AVIF at ``photo_quality``;
+* the **photo**: one still of the face (the first frame of the face track) at
+  ``photo_size`` (the decoder enlarges it to its ``out_size``), as JPEG, WebP or AVIF at
+  ``photo_quality``;
 * the **face video**: every frame degraded to the model's ``lr_size`` input exactly as
   the training faces were (:func:`components.data.features.degrade` of the frame's centre
   square), packed ``mosaic x mosaic`` per picture and coded with x264 or x265;
@@ -70,12 +71,13 @@ def encode_call(lr: Sequence[np.ndarray], photo: np.ndarray, audio: np.ndarray, 
                                     preset=settings.preset, fps=rate, pix_fmt=settings.pix_fmt, threads=1)
     if photo.shape[:2] != (out_size, out_size):
         raise CodecFileError(f"encode: the photo is {photo.shape[1]}x{photo.shape[0]}, not {out_size}x{out_size}")
+    sent = photo if settings.photo_size == out_size else to_hwc(resize(from_hwc(photo), settings.photo_size))
     header = CallHeader(lr_size=size, out_size=out_size, fps_num=rate.numerator, fps_den=rate.denominator,
                         n_frames=len(lr), sample_rate=sample_rate, n_samples=n_samples, model_id=model,
                         video_codec=settings.video_codec, pix_fmt=settings.pix_fmt, mosaic=settings.mosaic,
                         crf=settings.crf, photo_format=settings.photo_format, photo_quality=settings.photo_quality,
-                        audio_codec="opus", audio_kbps=settings.audio_kbps)
-    return CallFile(header, streams.encode_photo(photo, settings.photo_format, settings.photo_quality), video,
+                        audio_codec="opus", audio_kbps=settings.audio_kbps, photo_size=settings.photo_size)
+    return CallFile(header, streams.encode_photo(sent, settings.photo_format, settings.photo_quality), video,
                     streams.encode_audio(sound, sample_rate, settings.audio_kbps))
 
 
@@ -98,9 +100,11 @@ def decode_inputs(call: CallFile, *, name: str = "the codec file") -> DecodedInp
                              f"the header says {side}x{side}")
     lr = streams.unmosaic(pictures, h.mosaic, h.n_frames, name=f"{name}: video payload")
     photo = streams.decode_photo(call.photo, h.photo_format, name=f"{name}: photo payload")
-    if photo.shape[:2] != (h.out_size, h.out_size):
+    if photo.shape[:2] != (h.photo_size, h.photo_size):
         raise CodecFileError(f"{name}: the photo is {photo.shape[1]}x{photo.shape[0]}, the header says "
-                             f"{h.out_size}x{h.out_size}")
+                             f"{h.photo_size}x{h.photo_size}")
+    if h.photo_size != h.out_size:
+        photo = to_hwc(resize(from_hwc(photo), h.out_size))
     audio = (streams.decode_audio(call.audio, h.sample_rate, h.n_samples, name=f"{name}: audio payload")
              if h.audio_codec == "opus" else np.zeros(h.n_samples, np.float32))
     return DecodedInputs(lr, photo, audio)

@@ -61,6 +61,7 @@ _HEADER_FIELDS = (
     _Field("photo_quality", "B", high=100),
     _Field("audio_codec", "B", choices=AUDIO_CODECS),
     _Field("audio_kbps", "H"),
+    _Field("photo_size", "H", low=1),
 )
 _MODEL_ID_BYTES = 8
 _UINT_MAX = {"B": 0xFF, "H": 0xFFFF, "I": 0xFFFFFFFF}
@@ -117,6 +118,7 @@ class CallHeader:
     photo_quality: int  # 0-100
     audio_codec: str  # one of AUDIO_CODECS
     audio_kbps: int
+    photo_size: int  # side of the photo sent (the decoder enlarges it to out_size)
 
     def __post_init__(self) -> None:
         for field in _HEADER_FIELDS:

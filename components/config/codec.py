@@ -30,6 +30,8 @@ class CodecParams(Section):
                                                  "pictures, less header per frame, mosaic^2 frames of latency")
     photo_format: Literal["jpeg", "webp", "avif"] = Field(description="the identity still's format")
     photo_quality: int = Field(ge=1, le=100)
+    photo_size: int = Field(ge=16, le=1024, description="the still is sent at this side and enlarged (bicubic) to "
+                                                        "the decoder's out_size: fewer bytes, less detail")
     audio_kbps: int = Field(ge=6, le=256, description="Opus bitrate (0 audio is not a call)")
 
 

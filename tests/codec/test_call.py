@@ -120,7 +120,7 @@ def test_the_sent_faces_are_the_frames_centre_squares_degraded():
 @pytest.mark.parametrize("change, message", [
     (dict(lr_size=16), "call.esht: the video payload's pictures are 32x32, the header says 64x64"),
     (dict(n_frames=N_FRAMES + 16), "call.esht: video payload: 2 pictures hold fewer than the 46 frames"),
-    (dict(out_size=128), "call.esht: the photo is 256x256, the header says 128x128"),
+    (dict(photo_size=128), "call.esht: the photo is 256x256, the header says 128x128"),
 ])
 def test_payloads_that_disagree_with_the_header_are_refused(call: CallFile, change: dict, message: str):
     with pytest.raises(EarshotError, match=message):
@@ -145,7 +145,8 @@ def test_bits_per_pixel_count_the_file_without_and_with_the_audio(call: CallFile
 
 def test_the_report_gives_each_payloads_bytes_and_the_bits_per_pixel(call: CallFile):
     text = "\n".join(report_lines(call))
-    for part, size in [("header", 71), ("photo", len(call.photo)), ("video", len(call.video)),
+    header = len(pack(call)) - len(call.photo) - len(call.video) - len(call.audio)
+    for part, size in [("header", header), ("photo", len(call.photo)), ("video", len(call.video)),
                        ("audio", len(call.audio)), ("total", len(pack(call)))]:
         assert any(line.split()[:2] == [part, f"{size:,d}"] for line in report_lines(call)), (part, text)
     assert f"{bits_per_pixel(call):.5f}" in text and f"{bits_per_pixel(call, audio=True):.5f}" in text
@@ -185,3 +186,14 @@ def test_the_decoder_gives_one_out_size_frame_per_frame_sent(sent: DecodedInputs
     short = DecodedInputs(sent.lr[:5], sent.photo, sent.audio[:5 * SR // FPS])  # the model takes ~0.4 s a frame
     frames = list(decoded_frames(model, decode_inputs(encode(short, settings)), FPS, batch=2))
     assert len(frames) == 5 and all(f.shape == (256, 256, 3) and f.dtype == np.uint8 for f in frames)
+
+
+def test_a_smaller_photo_costs_fewer_bytes_and_is_enlarged_to_the_output_size(sent: DecodedInputs,
+                                                                              settings: CodecParams):
+    full = encode_call(sent.lr, sent.photo, sent.audio, fps=FPS, settings=settings, model=MODEL_ID, out_size=256)
+    small = encode_call(sent.lr, sent.photo, sent.audio, fps=FPS, settings=settings.model_copy(update={"photo_size": 96}),
+                        model=MODEL_ID, out_size=256)
+    assert small.header.photo_size == 96 and len(small.photo) < len(full.photo)
+    photo = decode_inputs(unpack(pack(small))).photo
+    assert photo.shape == (256, 256, 3)
+    assert np.abs(photo.astype(int) - sent.photo.astype(int)).mean() < 12  # the same face, less detail

@@ -112,7 +112,8 @@ def damaged(call_file: Path, folder: Path, case: str) -> Path:
         data = data[:-10]
     elif case == "corrupted":
         call = unpack(bytes(data))
-        data[71 + len(call.photo) + len(call.video) // 2] ^= 0x40
+        header = len(data) - len(call.photo) - len(call.video) - len(call.audio)
+        data[header + len(call.photo) + len(call.video) // 2] ^= 0x40
     else:
         data = bytearray(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
     path = folder / f"{case}.esc"

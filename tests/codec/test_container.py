@@ -59,6 +59,7 @@ def make_header(**changes: object) -> CallHeader:
         photo_quality=70,
         audio_codec="opus",
         audio_kbps=12,
+        photo_size=256,
     )
     return CallHeader(**{**fields, **changes})
 
@@ -142,7 +143,7 @@ def test_every_setting_survives_the_round_trip():
 def test_the_documented_byte_table_matches_the_bytes():
     """Every row of docs/codec.md's layout table: the value sits at its offset with its type."""
     rows = re.findall(r"^\| (\d+) +\| (\d+) +\| (\w[\w -]*?) +\| (uint\d+|bytes) +\|", DOC.read_text(), re.M)
-    assert len(rows) == 3 + 16 + 7  # magic, version, length; the fields; the payload entries and the CRC
+    assert len(rows) == 3 + 17 + 7  # magic, version, length; the fields; the payload entries and the CRC
     codes = {"uint8": "<B", "uint16": "<H", "uint32": "<I"}
     sizes = payload_sizes(CALL)
     expected = {
@@ -196,7 +197,7 @@ def test_another_version_is_refused():
 def test_another_header_length_is_refused():
     data = bytearray(FILE)
     data[5:7] = struct.pack("<H", 40)
-    refused(reseal(data), "header length 40", "(36)")
+    refused(reseal(data), "header length 40", "(38)")
 
 
 @pytest.mark.parametrize("size", range(1, len(FILE)))
@@ -211,7 +212,7 @@ def test_truncation_inside_a_payload_says_how_long_the_file_should_be(payload):
     refused(FILE[: (start + end) // 2], f"its header says {len(FILE)}")
 
 
-@pytest.mark.parametrize("offset", range(7, 71))
+@pytest.mark.parametrize("offset", range(7, 73))
 def test_a_flipped_header_byte_is_a_corrupted_header(offset):
     data = bytearray(FILE)
     data[offset] ^= 0x10
@@ -366,8 +367,8 @@ def test_mutated_files_only_ever_raise_codec_file_errors(edits):
     unpack_or_refuse(reseal(data) if len(data) >= HEADER_BYTES else bytes(data))
 
 
-FIELDS_END = 7 + 36  # the header fields: after magic, version and header length, before the payload entries
-FIELD_BYTES = st.lists(st.one_of(st.integers(0, 3), st.integers(0, 255)), min_size=36, max_size=36).map(bytes)
+FIELDS_END = 7 + 38  # the header fields: after magic, version and header length, before the payload entries
+FIELD_BYTES = st.lists(st.one_of(st.integers(0, 3), st.integers(0, 255)), min_size=38, max_size=38).map(bytes)
 
 
 @FUZZ
