@@ -89,7 +89,7 @@ def build_app(models: Models, work_dir: Path) -> Any:
         gr.Markdown(f"## {TITLE}\n{limits}")
         with gr.Tab("Face SR with an ear", id="face"):
             with gr.Row():
-                image = gr.Image(label="face image (any size)", type="filepath", sources=["upload"],
+                image = gr.Image(label="face image (any size)", type="filepath", sources=["upload"], height=280,
                                  elem_id="face-image")
                 with gr.Column():
                     voice = gr.Audio(label="voice", type="filepath", sources=["upload"], elem_id="face-voice")
@@ -104,28 +104,28 @@ def build_app(models: Models, work_dir: Path) -> Any:
             detect = gr.Checkbox(True, label="find the face (RetinaFace); untick for a face crop")
             face_button = gr.Button("Super-resolve", variant="primary", elem_id="face-run")
             panels = gr.Gallery(label="face | 8x8 | bicubic | image only | with the voice [| second voice | mixed]",
-                                columns=7, height="auto", object_fit="contain", elem_id="face-panels")
+                                columns=7, height=300, object_fit="contain", elem_id="face-panels")
             face_line = gr.Markdown(elem_id="face-line")
             face_inputs = [image, voice, voice_pick, second, second_pick, mix, detect]
             face_button.click(run_face, face_inputs, [panels, face_line])
             mix.release(run_face, face_inputs, [panels, face_line])
         with gr.Tab("Video upsampling", id="video"):
             with gr.Row():
-                video = gr.Video(label="a short talking video", sources=["upload"], elem_id="video-in")
+                video = gr.Video(label="a short talking video", sources=["upload"], height=280, elem_id="video-in")
                 with gr.Column():
                     clip_pick = gr.Dropdown(clips, value=None, label="or a test clip", visible=bool(clips))
                     photo = gr.Image(label="photo of the person (optional: else the track's first face)",
-                                     type="filepath", sources=["upload"], elem_id="video-photo")
+                                     type="filepath", sources=["upload"], height=200, elem_id="video-photo")
                     video_detect = gr.Checkbox(True, label="find and track the face (as the faces stage)")
             video_button = gr.Button("Upsample", variant="primary", elem_id="video-run")
             with gr.Row():
-                result = gr.Video(label="256x256 result", elem_id="video-result")
-                side = gr.Video(label="input | bicubic | stage 1 | ours", elem_id="video-side")
+                result = gr.Video(label="256x256 result", height=300, elem_id="video-result")
+                side = gr.Video(label="input | bicubic | stage 1 | ours", height=300, elem_id="video-side")
             video_line = gr.Markdown(elem_id="video-line")
             video_button.click(run_video, [video, clip_pick, photo, video_detect], [result, side, video_line])
         with gr.Tab("Codec", id="codec"):
             with gr.Row():
-                codec_video = gr.Video(label="a short talking video", sources=["upload"], elem_id="codec-in")
+                codec_video = gr.Video(label="a short talking video", sources=["upload"], height=280, elem_id="codec-in")
                 with gr.Column():
                     codec_pick = gr.Dropdown(clips, value=None, label="or a test clip", visible=bool(clips))
                     codec_detect = gr.Checkbox(True, label="find and track the face (as the faces stage)")
@@ -135,7 +135,8 @@ def build_app(models: Models, work_dir: Path) -> Any:
                 payloads = gr.Dataframe(headers=["payload", "bytes"], label="bytes per payload",
                                         elem_id="codec-payloads")
             baselines = gr.Markdown(elem_id="codec-baselines")
-            decoded = gr.Video(label="earshot (decoded) | H.264 | H.265 at the call's bytes", elem_id="codec-side")
+            decoded = gr.Video(label="earshot (decoded) | H.264 | H.265 at the call's bytes", height=300,
+                               elem_id="codec-side")
             codec_line = gr.Markdown(elem_id="codec-line")
             codec_button.click(run_codec, [codec_video, codec_pick, codec_detect],
                                [report, payloads, baselines, decoded, codec_line])

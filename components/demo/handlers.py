@@ -24,6 +24,8 @@ Gradio's cache) and picks from :func:`test_picks`' fixed list, resolved by
 
 from __future__ import annotations
 
+import json
+import math
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,26 +99,32 @@ def preset_name(config: Mapping[str, object], presets: Mapping[str, object]) -> 
     return "custom"
 
 
-def stage_run(stage: str, made_at: float, params: Params, root: Path) -> dict[str, str] | None:
-    """The latest MLflow run of ``stage`` that started before its checkpoint was written (``made_at``,
-    seconds): its id, experiment and git sha; None when the store or the run is not there."""
+def stage_run(stage: str, summary: Mapping[str, object], params: Params, root: Path) -> dict[str, str] | None:
+    """The MLflow run that trained a checkpoint: the latest run of ``stage`` whose metrics are
+    the numbers of the ``summary.json`` written beside it (the training loop logs them as
+    metrics, :mod:`components.training.loop`); its id, experiment and git sha. None when the
+    store or such a run is not there (nothing is created)."""
     from components.tracking import TrackingError, check_store, quote, resolve_tracking_uri, row_value, search_runs
 
+    numbers = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not numbers:
+        return None
     uri = resolve_tracking_uri(params.tracking.uri, root)
     try:
         check_store(uri)
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-        runs = search_runs(f"tags.stage = {quote(stage)} and attributes.start_time <= {int(made_at * 1000)}",
-                           params.tracking.experiment, order_by=["attributes.start_time DESC"], max_results=1)
+        runs = search_runs(f"tags.stage = {quote(stage)}", params.tracking.experiment,
+                           order_by=["attributes.start_time DESC"], max_results=1000)
     except (TrackingError, EarshotError):
         return None
-    if runs.empty:
-        return None
-    row = runs.iloc[0]
-    return {"run_id": row["run_id"], "experiment_id": row["experiment_id"],
-            "git_sha": row_value(row, "tags.git_sha") or "unknown"}
+    for _, row in runs.iterrows():
+        logged = {k: row_value(row, f"metrics.{k}") for k in numbers}
+        if all(v is not None and math.isclose(v, numbers[k], rel_tol=1e-9, abs_tol=1e-9) for k, v in logged.items()):
+            return {"run_id": row["run_id"], "experiment_id": row["experiment_id"],
+                    "git_sha": row_value(row, "tags.git_sha") or "unknown"}
+    return None
 
 
 def model_line(stage: str, path: Path, preset: str, params: Params, root: Path) -> str:
@@ -126,9 +134,16 @@ def model_line(stage: str, path: Path, preset: str, params: Params, root: Path) 
     from components.tracking import run_url
 
     line = f"model: `{path}` (stage {stage}, preset {preset})"
-    run = stage_run(stage, path.stat().st_mtime, params, root)
+    summary_file = path.parent / "summary.json"
+    if not summary_file.is_file():
+        return line + "; no summary.json beside it: the run that made it is unknown"
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        return line + f"; {summary_file.name} is unreadable: the run that made it is unknown"
+    run = stage_run(stage, summary if isinstance(summary, dict) else {}, params, root)
     if run is None:
-        return line + "; no MLflow run of the stage found"
+        return line + f"; no MLflow run of {stage} logged its summary.json"
     server = f"http://127.0.0.1:{params.orchestration.mlflow_port}"
     name = f"MLflow run {run['run_id']}"
     if answers(server + "/health"):
@@ -273,28 +288,29 @@ class FacePanels:
     panels: list[tuple[np.ndarray, str]]
 
 
-def face_crop(models: Models, image: np.ndarray, detect: bool) -> np.ndarray:
-    """The face the model is given: an ``lr_size`` image as it is; a larger one found and cropped
-    as the faces stage crops (``detect``) or its centre square, at the model's resolution (what
-    :func:`~components.inference.face_sr.face_input` then degrades)."""
+def face_crop(models: Models, image: np.ndarray, detect: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """What :func:`~components.inference.face_sr.face_input` is given for an upload, and the face
+    shown (at the model's resolution; None for an ``lr_size`` image, used as it is): with
+    ``detect`` the best face, cropped as ``face_input``'s detector crops it; else the image,
+    whose centre square is the face."""
     from components.data.features import resize
     from components.figures.images import from_hwc, to_hwc
     from components.inference.video_sr import centre_square
 
     cfg = models.face.config
     if image.shape[:2] == (cfg.lr_size, cfg.lr_size):
-        return image
-    square = centre_square(image, cfg.lr_size, name="image")
-    if detect:
-        from components.faces.crop import crop_face, crop_geometry
+        return image, None
+    if not detect:
+        return image, to_hwc(resize(from_hwc(centre_square(image, cfg.lr_size, name="image")), cfg.resolution))
+    from components.faces.crop import crop_face, crop_geometry
 
-        found = models.detector()(image)
-        if len(found) == 0:
-            raise EarshotError(f"image: no face found (RetinaFace, score >= {models.detector().score_threshold}); "
-                               "untick 'find the face' for an image that is a face crop")
-        square = crop_face(image, crop_geometry(found.boxes[0], found.landmarks[0], margin=models.params.faces.margin,
-                                                size=cfg.resolution, align=False))
-    return to_hwc(resize(from_hwc(square), cfg.resolution))
+    found = models.detector()(image)
+    if len(found) == 0:
+        raise EarshotError(f"image: no face found (RetinaFace, score >= {models.detector().score_threshold}); "
+                           "untick 'find the face' for an image that is a face crop")
+    crop = crop_face(image, crop_geometry(found.boxes[0], found.landmarks[0], margin=models.params.faces.margin,
+                                          size=cfg.resolution, align=False))
+    return crop, crop
 
 
 def face_panels(models: Models, image: np.ndarray, voice: Path, second_voice: Path | None = None, mix: float = 0.5,
@@ -309,9 +325,9 @@ def face_panels(models: Models, image: np.ndarray, voice: Path, second_voice: Pa
     model, cfg = models.face, models.face.config
     if not 0.0 <= mix <= 1.0:
         raise EarshotError(f"mix: {mix} is not between 0 and 1")
-    face = face_crop(models, image, detect)
-    lr = face_input(face, cfg)[None]
-    if face.shape[0] != cfg.resolution:  # an 8x8 upload: shown as its pixels
+    source, face = face_crop(models, image, detect)
+    lr = face_input(source, cfg, name="image")[None]
+    if face is None:  # an 8x8 upload: shown as its pixels
         face = to_hwc(nearest_up(lr, cfg.resolution))[0]
     specs = [voice_input(voice, cfg)] + ([voice_input(second_voice, cfg)] if second_voice is not None else [])
     wl = model.encode_image(lr)

@@ -223,6 +223,7 @@ def results_markdown(metrics: Mapping[str, float], rows: Sequence[Mapping[str, o
         share = b["photo"] / max(1.0, b["header"] + b["photo"] + b["video"])
         lines.append(f"| {split} | {b['header']:.0f} | {b['photo']:.0f} | {b['video']:.0f} | {b['audio']:.0f} | "
                      f"{100 * share:.0f} % |")
+    lines += point_ratio_lines(rows, splits, baselines)
     lines += ["", "## Every point (means over the split's clips; curves.csv has them all)", "",
               "| split | family | point | bpp | bpp with audio | ST-LPIPS ↓ | PSNR ↑ | SSIM ↑ | LSE-C ↑ | FID ↓ | KID ↓ |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -232,6 +233,27 @@ def results_markdown(metrics: Mapping[str, float], rows: Sequence[Mapping[str, o
         lines.append(f"| {row['split']} | {row['family']} | {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def point_ratio_lines(rows: Sequence[Mapping[str, object]], splits: Sequence[str], baselines: Sequence[str]) -> list[str]:
+    """The table of every earshot operating point's bpp ratio against each baseline's front at equal
+    ST-LPIPS (from the points' means: no interval), the bound where its quality is outside the front."""
+    lower = rd.LOWER_IS_BETTER["stlpips"]
+    lines = ["", "## Each operating point against each baseline (bpp ratio at equal ST-LPIPS, from the means)", "",
+             "| split | point | bpp | ST-LPIPS ↓ | " + " | ".join(f"vs {b}" for b in baselines) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(baselines)]
+    for split in splits:
+        mine = [r for r in rows if r["split"] == split]
+        fronts = {b: rd.front([(float(r["bpp"]), float(r["stlpips"])) for r in mine if r["family"] == b], lower)
+                  for b in baselines}
+        for row in sorted((r for r in mine if r["family"] == EARSHOT), key=lambda r: float(r["bpp"])):
+            bpp, quality = float(row["bpp"]), float(row["stlpips"])
+            cells = []
+            for b in baselines:
+                kind, value = rd.ratio_bound(fronts[b], bpp, quality, lower)
+                cells.append(f"{value:.2f}x" if kind == "equal" else f"{'≤' if kind == 'at_most' else '≥'} {value:.2f}x")
+            lines.append(f"| {split} | {row['name']} | {bpp:.5f} | {quality:.3f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _num(value: object, digits: int) -> str:

@@ -169,7 +169,6 @@ def test_a_mute_video_is_refused_without_pointing_to_an_option_encode_lacks(inpu
 
 
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_every_real_clip_round_trips_smaller_than_its_face_track_in_h264_crf_23(inputs: dict[str, Path],
                                                                                  real_data: Path, tmp_path: Path):
     """Each shared real clip, encoded with --detect and decoded (the untrained tiny model: the
