@@ -115,7 +115,8 @@ def build_app(models: Models, work_dir: Path) -> Any:
                 with gr.Column():
                     clip_pick = gr.Dropdown(clips, value=None, label="or a test clip", visible=bool(clips))
                     photo = gr.Image(label="photo of the person (optional: else the track's first face)",
-                                     type="filepath", sources=["upload"], height=200, elem_id="video-photo")
+                                     type="filepath", sources=["upload"], height=200,
+                                     elem_id="video-photo")
                     video_detect = gr.Checkbox(True, label="find and track the face (as the faces stage)")
             video_button = gr.Button("Upsample", variant="primary", elem_id="video-run")
             with gr.Row():
@@ -125,7 +126,8 @@ def build_app(models: Models, work_dir: Path) -> Any:
             video_button.click(run_video, [video, clip_pick, photo, video_detect], [result, side, video_line])
         with gr.Tab("Codec", id="codec"):
             with gr.Row():
-                codec_video = gr.Video(label="a short talking video", sources=["upload"], height=280, elem_id="codec-in")
+                codec_video = gr.Video(label="a short talking video", sources=["upload"], height=280,
+                                       elem_id="codec-in")
                 with gr.Column():
                     codec_pick = gr.Dropdown(clips, value=None, label="or a test clip", visible=bool(clips))
                     codec_detect = gr.Checkbox(True, label="find and track the face (as the faces stage)")

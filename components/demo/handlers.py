@@ -16,7 +16,7 @@ composition of the library code the CLI commands use, testable without a browser
   bytes (:func:`crf_within`).
 
 No path a user types reaches the disk: the page passes only its uploads (files in
-Gradio's cache) and picks from :func:`test_picks`' fixed list, resolved by
+Gradio's cache) and picks from :func:`offered_clips`' fixed list, resolved by
 :func:`chosen_file`. Uploads are checked against the limits below first
 (:func:`check_upload`, :func:`check_video`), with a one-line
 :class:`~components.errors.EarshotError` naming the file.
@@ -190,11 +190,11 @@ def load_models(face_dir: Path, talking_dir: Path, params: Params, root: Path,
     presets = {FACE_STAGE: preset_name(face.config.model_dump(), face_models.presets.PRESETS),
                VIDEO_STAGE: preset_name(video.cfg.model_dump(), talking.presets.PRESETS)}
     lines = {stage: model_line(stage, path, presets[stage], params, root) for stage, path in files.items()}
-    voices, clips = test_picks(root / params.common.data_dir)
+    voices, clips = offered_clips(root / params.common.data_dir)
     return Models(face, video, files[VIDEO_STAGE], lines, params, voices, clips)
 
 
-def test_picks(data_dir: Path, limit: int = MAX_PICKS) -> tuple[dict[str, Path], dict[str, Path]]:
+def offered_clips(data_dir: Path, limit: int = MAX_PICKS) -> tuple[dict[str, Path], dict[str, Path]]:
     """The test clips' voices (``audio/<key>.wav``) and videos (``raw/<key>.mp4``) the page
     offers, labelled ``<split> <key>``; empty when the shards are not made."""
     import pyarrow.parquet as pq
