@@ -39,6 +39,19 @@ def shown_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def uploaded(path: str | None) -> str | None:
+    """An upload's path, refused unless it lies in Gradio's upload folder: whatever a request names,
+    only files Gradio itself stored reach the handlers (defence in depth: Gradio refuses other paths)."""
+    if not path:
+        return None
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()).resolve()
+    if not Path(path).resolve().is_relative_to(folder):
+        raise EarshotError(f"{Path(path).name}: not an upload of this page")
+    return path
+
+
 def _progress_of(progress: Any) -> handlers.Progress:
     return lambda fraction, text: progress(fraction, desc=text)
 
@@ -53,6 +66,7 @@ def build_app(models: Models, work_dir: Path) -> Any:
     @shown_errors
     def run_face(image: str | None, voice: str | None, voice_pick: str | None, second: str | None,
                  second_pick: str | None, mix: float, detect: bool) -> tuple[list, str]:
+        image, voice, second = uploaded(image), uploaded(voice), uploaded(second)
         if not image:
             raise EarshotError("image: upload a face image")
         own = handlers.chosen_file(voice, voice_pick, models.voices, "voice")
@@ -65,6 +79,7 @@ def build_app(models: Models, work_dir: Path) -> Any:
     @shown_errors
     def run_video(video: str | None, clip_pick: str | None, photo: str | None, detect: bool,
                   progress: Any = gr.Progress()) -> tuple[str, str, str]:
+        video, photo = uploaded(video), uploaded(photo)
         chosen = handlers.chosen_file(video, clip_pick, models.clips, "video")
         if chosen is None:
             raise EarshotError("video: upload a talking video or pick a test clip")
@@ -75,6 +90,7 @@ def build_app(models: Models, work_dir: Path) -> Any:
     @shown_errors
     def run_codec(video: str | None, clip_pick: str | None, detect: bool,
                   progress: Any = gr.Progress()) -> tuple[str, list, str, str, str]:
+        video = uploaded(video)
         chosen = handlers.chosen_file(video, clip_pick, models.clips, "video")
         if chosen is None:
             raise EarshotError("video: upload a talking video or pick a test clip")

@@ -158,15 +158,22 @@ def test_face_sr_tab_shows_the_panels_and_mixes_a_second_voice(demo_url, browser
     _shot(browser, "demo_face_sr.png")
 
 
+def _run_tab(browser, url: str, tab: str, prefix: str, video: Path) -> None:  # noqa: ANN001
+    """Open the page on ``tab``, upload ``video`` into ``<prefix>-in`` and press ``<prefix>-run``."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    _wait(browser, lambda d: d.find_elements(By.ID, "face-run"), 60, "the page never loaded")
+    _tab(browser, tab)
+    _upload(browser, f"{prefix}-in", video)
+    time.sleep(3)
+    browser.find_element(By.ID, f"{prefix}-run").click()
+
+
 def test_video_tab_upsamples_a_two_second_video(demo_url, browser, inputs):  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    browser.get(demo_url)
-    _wait(browser, lambda d: d.find_elements(By.ID, "face-run"), 60, "the page never loaded")
-    _tab(browser, "Video upsampling")
-    _upload(browser, "video-in", inputs["talk.mp4"])
-    time.sleep(3)
-    browser.find_element(By.ID, "video-run").click()
+    _run_tab(browser, demo_url, "Video upsampling", "video", inputs["talk.mp4"])
     _wait(browser, lambda d: _video_src(d, "video-result") and _video_src(d, "video-side"), 300,
           "the upsampled videos never appeared")
     _no_error(browser)
@@ -177,12 +184,7 @@ def test_video_tab_upsamples_a_two_second_video(demo_url, browser, inputs):  # n
 def test_codec_tab_compares_the_call_with_h264_and_h265(demo_url, browser, inputs):  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    browser.get(demo_url)
-    _wait(browser, lambda d: d.find_elements(By.ID, "face-run"), 60, "the page never loaded")
-    _tab(browser, "Codec")
-    _upload(browser, "codec-in", inputs["talk.mp4"])
-    time.sleep(3)
-    browser.find_element(By.ID, "codec-run").click()
+    _run_tab(browser, demo_url, "Codec", "codec", inputs["talk.mp4"])
     _wait(browser, lambda d: _video_src(d, "codec-side"), 300, "the decoded side-by-side video never appeared")
     _no_error(browser)
     report = browser.find_element(By.CSS_SELECTOR, "#codec-report textarea").get_attribute("value")

@@ -270,6 +270,21 @@ def test_page_errors_are_messages_not_tracebacks(models: handlers.Models, tmp_pa
     assert isinstance(build_app(models, tmp_path), gr.Blocks)
 
 
+def test_only_files_in_gradios_upload_folder_reach_the_handlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from components.demo.app import uploaded
+
+    folder = tmp_path / "gradio"
+    (folder / "abc").mkdir(parents=True)
+    (folder / "abc" / "face.png").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_bytes(b"x")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    assert uploaded(str(folder / "abc" / "face.png")) == str(folder / "abc" / "face.png")
+    assert uploaded(None) is None and uploaded("") is None
+    for outside in (tmp_path / "secret.txt", folder / ".." / "secret.txt"):
+        with pytest.raises(EarshotError, match="secret.txt: not an upload of this page"):
+            uploaded(str(outside))
+
+
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     """What `earshot demo` would serve, recorded instead of serving (which blocks)."""
