@@ -48,7 +48,8 @@ from components.data.features import mel_windows, resize
 from components.data.shards import shard_files
 from components.evaluation import fid as fid_lib
 from components.evaluation.metrics import psnr, ssim, stlpips
-from components.evaluation.video_sr import SPLITS, TestClip, audio_embeddings, clip_sync, lr_windows, mel_at
+from components.evaluation.video_clips import SPLITS, TestClip, full_model
+from components.evaluation.video_sr import audio_embeddings, clip_sync
 from components.figures.images import from_hwc, from_pixels, to_hwc, to_pixels
 from components.models.talking.upsampler import VideoUpsampler, enlarge
 
@@ -128,15 +129,6 @@ def read_test_clips(shards: str | Path, split: str, out_size: int, lr_size: int,
         yield clip
 
 
-def segment_output(model: VideoUpsampler, clip: TestClip) -> torch.Tensor:
-    """The full model's frames of the clip's segment, (F, 3, R, R) in [-1, 1]."""
-    dev = model.device
-    frames = list(range(clip.start, clip.start + len(clip.truth)))
-    coarse = model.coarse(lr_windows(clip, model.cfg.window, frames).to(dev), mel_at(clip.mel, frames).to(dev))
-    state = model.prepare_identity(from_pixels(clip.photo)[None].to(dev))
-    return model.animate(state, coarse).float().cpu().clamp(-1, 1)
-
-
 def score_points(scoring: Scoring, outputs: Mapping[str, torch.Tensor], truth: torch.Tensor, own_audio: np.ndarray,
                  start: int) -> dict[str, dict[str, float]]:
     """Every point's per-clip quality on the segment (each metric in one batched call over the points)."""
@@ -193,7 +185,10 @@ def measure_clip(scoring: Scoring, clip: dict, points: Mapping[str, CodecParams]
         return TestClip(clip["key"], clip["speaker_id"], lr, mel, start, pixels[segment], pixels[0], pixels[n // 2],
                         photo=photo)
 
-    outputs[CEILING], families[CEILING] = segment_output(model, clip_of(clip["lr"], clip["mel"], pixels[0])), CEILING
+    def decoded_segment(inputs: TestClip) -> torch.Tensor:  # the full model's frames of the segment, in [-1, 1]
+        return full_model(model, inputs, range(segment.start, segment.stop))[1].float().cpu().clamp(-1, 1)
+
+    outputs[CEILING], families[CEILING] = decoded_segment(clip_of(clip["lr"], clip["mel"], pixels[0])), CEILING
     bits[CEILING] = {"bpp": np.nan, "bpp_audio": np.nan}
     lr = low_res_frames(frames, lr_size, name=clip["key"])
     for name, settings in points.items():
@@ -207,7 +202,7 @@ def measure_clip(scoring: Scoring, clip: dict, points: Mapping[str, CodecParams]
                           torch.from_numpy(mel_windows(inputs.audio, sr, fps, n_frames=n)),
                           torch.from_numpy(np.array(inputs.photo)).permute(2, 0, 1).contiguous())
         point = f"{EARSHOT} {name}"
-        outputs[point], families[point] = segment_output(model, decoded), EARSHOT
+        outputs[point], families[point] = decoded_segment(decoded), EARSHOT
         video_bits = 8 * (sizes["header"] + sizes["photo"] + sizes["video"])
         bits[point] = {"bpp": video_bits, "bpp_audio": video_bits + 8 * sizes["audio"],
                        "bpp_stream": 8 * (sizes["header"] + sizes["video"])}  # the photo sent once in a long call

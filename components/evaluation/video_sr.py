@@ -14,7 +14,8 @@ Every test clip of ``test_seen`` (new videos of training speakers, ``seen``) and
 * ``other_audio``: the full model given the mel windows of another clip (of another
   speaker of the split, seeded): its lips should follow that audio.
 
-The **identity photo** of a clip is the middle frame of another clip of its speaker: of
+The clips, their photos and the model run on a clip are :mod:`.video_clips`' (``evaluate_codec``
+reads them the same way). The **identity photo** of a clip is the middle frame of another clip of its speaker: of
 the same split where there is one (unseen speakers' other video), else of the training
 split (a seen speaker's training video); with ``talking.photo: same_clip``, or when the
 speaker has no other clip, the clip's first frame (outside the segment).
@@ -58,10 +59,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from components.config import EvaluateVideoParams
-from components.data.dataset import ShardDataset, evenly_spaced
+from components.data.dataset import evenly_spaced
 from components.data.features import resize
 from components.data.shards import shard_files
 from components.evaluation import fid as fid_lib
@@ -70,6 +70,17 @@ from components.evaluation.landmarks import FaceLandmarks, landmark_errors
 from components.evaluation.lip_sync import sync_scores
 from components.evaluation.metrics import psnr, ssim, stlpips
 from components.evaluation.stats import Estimate, speaker_bootstrap
+from components.evaluation.video_clips import (
+    SPLITS,
+    TestClip,
+    assign_photos,
+    full_model,
+    lr_windows,
+    mel_at,
+    other_audio_partners,
+    read_clips,
+    training_photos,
+)
 from components.figures.images import from_pixels, to_hwc, to_pixels
 from components.io import write_bytes_atomic, write_json_atomic
 from components.models.talking.sync import lower_half
@@ -79,112 +90,11 @@ log = logging.getLogger(__name__)
 
 METHODS = ("bicubic", "stage1", "no_audio", "full", "other_audio")
 ANIMATED = ("no_audio", "full", "other_audio")
-SPLITS = {"seen": "test_seen", "unseen": "test_unseen"}
 CLIP_METRICS = ("lse_d", "lse_c")
 FID_METHODS = ("bicubic", "stage1", "no_audio", "full")  # other_audio's frames look like full's: not worth 25 % more Inception passes
 # The paired differences the claims read: <split>.<name>.<metric> = a - b on the same samples.
 CLAIM_PAIRS = (("full", "stage1", "full_minus_stage1"), ("full", "no_audio", "full_minus_no_audio"))
 LSE_C_OF_TRUTH = 0.9  # the claim "LSE-C within 10 % of the truth's": full - 0.9 x truth > 0, per clip
-
-
-@dataclass
-class TestClip:
-    """One test clip: its lr frames and mel windows (all frames), the true segment at ``out_size``."""
-
-    key: str
-    speaker: str
-    lr: torch.Tensor  # n x 3 x s x s float16
-    mel: torch.Tensor  # n x 80 x 16 float16
-    start: int  # the segment's first frame
-    truth: torch.Tensor  # F x 3 x R x R uint8
-    first: torch.Tensor  # frame 0, 3 x R x R uint8
-    middle: torch.Tensor  # the middle frame, 3 x R x R uint8
-    photo: torch.Tensor | None = None
-    whole: torch.Tensor | None = None  # every frame at out_size (uint8), kept for the side-by-side videos only
-    audio: torch.Tensor | None = None  # the clip's samples (with ``whole``)
-    sample_rate: int = 16000
-
-    @property
-    def n(self) -> int:
-        return len(self.lr)
-
-
-def read_clips(shards: str | Path, split: str, out_size: int, lr_size: int, frames_per_clip: int, *,
-               keep_whole: int = 0, num_workers: int = 0) -> list[TestClip]:
-    """Every clip of ``split`` with at least ``frames_per_clip`` frames (shorter ones are left out, logged);
-    the first ``keep_whole`` clips of different speakers keep all their frames and audio (the videos)."""
-    dataset = ShardDataset(shards, split, "clip", train=False, hr_size=out_size, lr_size=lr_size)
-    clips: list[TestClip] = []
-    whole_speakers: set[str] = set()
-    for clip in DataLoader(dataset, batch_size=None, num_workers=num_workers):
-        n = len(clip["pixels"])
-        if n < frames_per_clip:
-            log.warning("%s: %d frames, fewer than the %d-frame segment: not evaluated", clip["key"], n, frames_per_clip)
-            continue
-        start = (n - frames_per_clip) // 2
-        test = TestClip(clip["key"], clip["speaker_id"], clip["lr"].half(), clip["mel"].half(), start,
-                        clip["pixels"][start:start + frames_per_clip].clone(), clip["pixels"][0].clone(),
-                        clip["pixels"][n // 2].clone(), sample_rate=int(clip["sample_rate"]))
-        if len(whole_speakers) < keep_whole and test.speaker not in whole_speakers:
-            whole_speakers.add(test.speaker)
-            test.whole, test.audio = clip["pixels"], clip["audio"]
-        clips.append(test)
-    return clips
-
-
-def training_photos(shards: str | Path, out_size: int, speakers: set[str]) -> dict[str, list[torch.Tensor]]:
-    """The middle frame of each training clip of ``speakers`` (uint8 at ``out_size``), by speaker."""
-    found: dict[str, list[torch.Tensor]] = {}
-    if not shard_files(shards, "train"):
-        return found
-    for sample in ShardDataset(shards, "train", "face_sr", train=False, hr_size=out_size, audio=False):
-        if sample["speaker_id"] in speakers:
-            found.setdefault(sample["speaker_id"], []).append(to_pixels(sample["hr"]))
-    return found
-
-
-def assign_photos(clips: Sequence[TestClip], train: Mapping[str, list[torch.Tensor]], rule: str) -> list[str]:
-    """Set each clip's identity photo (see the module docstring); returns where each came from."""
-    by_speaker: dict[str, list[TestClip]] = {}
-    for clip in clips:
-        by_speaker.setdefault(clip.speaker, []).append(clip)
-    sources = []
-    for clip in clips:
-        others = [c for c in by_speaker[clip.speaker] if c.key != clip.key] if rule == "other_clip" else []
-        if others:
-            clip.photo, source = others[0].middle, "other_clip"
-        elif rule == "other_clip" and train.get(clip.speaker):
-            clip.photo, source = train[clip.speaker][0], "train_clip"
-        else:
-            clip.photo, source = clip.first, "same_clip"
-        sources.append(source)
-    return sources
-
-
-def other_audio_partners(speakers: Sequence[str], seed: int) -> np.ndarray:
-    """For each clip, another clip whose speaker differs (a seeded derangement over speakers); -1 if none."""
-    speakers = np.asarray(speakers)
-    order = np.random.default_rng(seed).permutation(len(speakers))
-    partners = np.full(len(speakers), -1)
-    for pos, i in enumerate(order):
-        for step in range(1, len(order)):
-            j = order[(pos + step) % len(order)]
-            if speakers[j] != speakers[i]:
-                partners[i] = j
-                break
-    return partners
-
-
-def lr_windows(clip: TestClip, window: int, frames: Sequence[int]) -> torch.Tensor:
-    """(len(frames), window, 3, s, s): the lr window around each frame (indices clamped at the ends)."""
-    half = window // 2
-    idx = (torch.as_tensor(frames)[:, None] + torch.arange(-half, half + 1)).clamp(0, clip.n - 1)
-    return clip.lr[idx].float()
-
-
-def mel_at(mel: torch.Tensor, frames: Sequence[int]) -> torch.Tensor:
-    """(len(frames), 1, 80, 16) mel windows at ``frames`` (clamped to the clip)."""
-    return mel[torch.as_tensor(frames).clamp(0, len(mel) - 1)].float()[:, None]
 
 
 def method_outputs(model: VideoUpsampler, clip: TestClip, partner: TestClip | None) -> dict[str, torch.Tensor]:
@@ -193,10 +103,10 @@ def method_outputs(model: VideoUpsampler, clip: TestClip, partner: TestClip | No
     frames = list(range(clip.start, clip.start + len(clip.truth)))
     lr = lr_windows(clip, cfg.window, frames).to(dev)
     centre = lr[:, cfg.window // 2]
-    coarse = model.coarse(lr, mel_at(clip.mel, frames).to(dev))
     state = model.prepare_identity(from_pixels(clip.photo)[None].to(dev))
+    coarse, full = full_model(model, clip, frames, state)
     out = {"bicubic": enlarge(centre, cfg.out_size), "stage1": enlarge(coarse, cfg.out_size),
-           "no_audio": model.animate(state, enlarge(centre, cfg.coarse_size)), "full": model.animate(state, coarse)}
+           "no_audio": model.animate(state, enlarge(centre, cfg.coarse_size)), "full": full}
     if partner is not None:
         out["other_audio"] = model.animate(state, model.coarse(lr, mel_at(partner.mel, frames).to(dev)))
     return {k: v.float().cpu().clamp(-1, 1) for k, v in out.items()}
@@ -418,14 +328,12 @@ def grid_row(clip: TestClip, outputs: Mapping[str, torch.Tensor]) -> dict[str, t
 
 def whole_clip(model: VideoUpsampler, clip: TestClip, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 1's coarse frames and the full model's frames for every frame of a clip kept whole."""
-    cfg = model.cfg
     coarse, ours = [], []
     state = model.prepare_identity(from_pixels(clip.photo)[None].to(model.device))
     for lo in range(0, clip.n, batch_size):
-        frames = list(range(lo, min(lo + batch_size, clip.n)))
-        c = model.coarse(lr_windows(clip, cfg.window, frames).to(model.device), mel_at(clip.mel, frames).to(model.device))
+        c, o = full_model(model, clip, range(lo, min(lo + batch_size, clip.n)), state)
         coarse.append(c.cpu())
-        ours.append(model.animate(state, c).cpu())
+        ours.append(o.cpu())
     return torch.cat(coarse), torch.cat(ours).clamp(-1, 1)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from components.config import parse_params
 from components.data.shards import write_shards
-from components.evaluation import video_sr
+from components.evaluation import video_clips, video_sr
 from components.evaluation.face_id import FaceIdentity
 from components.evaluation.fid import load_inception
 from components.evaluation.landmarks import FaceLandmarks
@@ -83,8 +83,8 @@ def test_the_stage_writes_every_method_and_metric_with_intervals(evaluated):
 
 
 def test_another_clips_audio_changes_the_output_and_the_own_audio_does_not(shards: Path, model: VideoUpsampler):
-    clips = video_sr.read_clips(shards, "test_unseen", 32, 8, 8)
-    video_sr.assign_photos(clips, {}, "other_clip")
+    clips = video_clips.read_clips(shards, "test_unseen", 32, 8, 8)
+    video_clips.assign_photos(clips, {}, "other_clip")
     a, b = clips[0], next(c for c in clips if c.speaker != clips[0].speaker)
     assert not torch.equal(a.mel, b.mel)
     mixed = video_sr.method_outputs(model, a, b)
@@ -93,26 +93,26 @@ def test_another_clips_audio_changes_the_output_and_the_own_audio_does_not(shard
 
 
 def test_photos_come_from_another_clip_of_the_speaker_then_training_then_the_clip_itself(shards: Path):
-    unseen = video_sr.read_clips(shards, "test_unseen", 32, 8, 8)
-    sources = video_sr.assign_photos(unseen, {}, "other_clip")
+    unseen = video_clips.read_clips(shards, "test_unseen", 32, 8, 8)
+    sources = video_clips.assign_photos(unseen, {}, "other_clip")
     assert sources == ["other_clip"] * len(unseen)
     for clip in unseen:  # the photo is the middle frame of the speaker's other clip, never a frame of its own
         other = next(c for c in unseen if c.speaker == clip.speaker and c.key != clip.key)
         assert torch.equal(clip.photo, other.middle)
-    seen = video_sr.read_clips(shards, "test_seen", 32, 8, 8)
-    train = video_sr.training_photos(shards, 32, {c.speaker for c in seen})
-    assert video_sr.assign_photos(seen, train, "other_clip") == ["train_clip"] * len(seen)
+    seen = video_clips.read_clips(shards, "test_seen", 32, 8, 8)
+    train = video_clips.training_photos(shards, 32, {c.speaker for c in seen})
+    assert video_clips.assign_photos(seen, train, "other_clip") == ["train_clip"] * len(seen)
     assert all(torch.equal(c.photo, train[c.speaker][0]) for c in seen)
-    assert video_sr.assign_photos(seen, {}, "other_clip") == ["same_clip"] * len(seen)
-    assert video_sr.assign_photos(unseen, {}, "same_clip") == ["same_clip"] * len(unseen)
+    assert video_clips.assign_photos(seen, {}, "other_clip") == ["same_clip"] * len(seen)
+    assert video_clips.assign_photos(unseen, {}, "same_clip") == ["same_clip"] * len(unseen)
     assert all(torch.equal(c.photo, c.first) for c in unseen)
 
 
 def test_other_audio_partners_are_other_speakers():
     speakers = ["a", "a", "b", "c", "c", "c"]
-    partners = video_sr.other_audio_partners(speakers, seed=1)
+    partners = video_clips.other_audio_partners(speakers, seed=1)
     assert all(speakers[p] != s for s, p in zip(speakers, partners))
-    assert list(video_sr.other_audio_partners(["a", "a"], seed=0)) == [-1, -1]
+    assert list(video_clips.other_audio_partners(["a", "a"], seed=0)) == [-1, -1]
 
 
 def test_fid_intervals_and_the_paired_ratio():
