@@ -45,7 +45,7 @@ from components.evaluation.codec_rd import (
     inception_of,
     measure_split,
 )
-from components.evaluation.stats import Estimate, speaker_bootstrap, with_interval
+from components.evaluation.stats import Estimate, put_estimate, speaker_bootstrap, with_interval
 from components.figures.images import nearest_up
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,6 @@ def point_values(found: SplitMeasures) -> list[rd.PointValues]:
     return [rd.PointValues(found.family[name], name, np.asarray(v["bpp"]),
                            {m: np.asarray(v[m]) for m in (*QUALITY, "bpp_audio")})
             for name, v in found.values.items() if name != CEILING]
-
-
-def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
-    if estimate is None or not math.isfinite(estimate.mean):
-        return
-    out[key] = round(estimate.mean, 6)
-    if math.isfinite(estimate.lo) and math.isfinite(estimate.hi):
-        out |= {f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
 
 
 def set_metrics(found: SplitMeasures, inception: fid_lib.FIDInception, cfg: EvaluateCodecParams) -> dict[str, dict[str, float]]:
@@ -85,7 +77,7 @@ def ratio_metrics(key: str, family: str, points: Sequence[rd.PointValues], speak
     found = rd.ratio_interval(points, speakers, family, point, metric, cfg.bootstrap_samples, cfg.seed)
     out: dict[str, float] = {}
     if math.isfinite(found.mean):
-        _put(out, f"{key}.{family}", found)
+        put_estimate(out, f"{key}.{family}", found)
         return out
     lower = rd.LOWER_IS_BETTER[metric]
     bpp, quality = rd.curve([p for p in points if p.name == point], EARSHOT, metric)[0]
@@ -104,9 +96,9 @@ def summarize(split: str, found: SplitMeasures, cfg: EvaluateCodecParams, sets: 
         return speaker_bootstrap(np.asarray(values, np.float64), speakers, cfg.bootstrap_samples, cfg.seed)
 
     for metric in ("bpp", "bpp_audio", "bpp_stream", *QUALITY):
-        _put(out, f"{split}.{metric}", estimate(found.values[default][metric]))
+        put_estimate(out, f"{split}.{metric}", estimate(found.values[default][metric]))
     for metric in QUALITY:
-        _put(out, f"{split}.ceiling.{metric}", estimate(found.values[CEILING][metric]))
+        put_estimate(out, f"{split}.ceiling.{metric}", estimate(found.values[CEILING][metric]))
     for metric in ("fid", "kid"):
         out[f"{split}.{metric}"] = round(sets[default][metric], 6)
         out[f"{split}.ceiling.{metric}"] = round(sets[CEILING][metric], 6)

@@ -72,7 +72,7 @@ from components.evaluation import metrics as M
 from components.evaluation.face_id import FaceIdentity, identification_hits
 from components.evaluation.judge import (FaceJudge, FaceSet, Gallery, Judgement, encode_gallery, gallery_hits,
                                          identity_of)
-from components.evaluation.stats import Estimate, claim_verdict, speaker_bootstrap, with_interval
+from components.evaluation.stats import Estimate, claim_verdict, put_estimate, speaker_bootstrap, with_interval
 from components.inference.face_sr import FaceSR
 from components.io import iter_chunks, write_bytes_atomic, write_json_atomic
 
@@ -281,11 +281,6 @@ def methods_of(model: FaceSR) -> tuple[str, ...]:
     return tuple(m for m in METHODS if m != "reconstruction" or model.can_reconstruct)
 
 
-def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
-    if estimate is not None:
-        out |= {key: round(estimate.mean, 6), f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
-
-
 def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]], truth: Mapping[str, np.ndarray],
               people: np.ndarray, n_resamples: int, seed: int) -> dict[str, float]:
     """The split's flat metrics (see the module docstring): every mean with its 95 %
@@ -299,15 +294,15 @@ def summarize(split: str, per_method: Mapping[str, Mapping[str, np.ndarray]], tr
         out[f"{split}.n_id_scored"] = int(np.count_nonzero(~np.isnan(truth["id_acc"])))
     for method, scores in {**per_method, "truth": truth}.items():
         for metric, values in scores.items():
-            _put(out, f"{split}.{method}.{metric}", estimate(values))
+            put_estimate(out, f"{split}.{method}.{metric}", estimate(values))
     fused, image_only = per_method.get("fused", {}), per_method.get("image_only", {})
     for metric in DELTA_METRICS:
         if metric in fused and metric in image_only:
-            _put(out, f"{split}.delta.{metric}", estimate(fused[metric] - image_only[metric]))
+            put_estimate(out, f"{split}.delta.{metric}", estimate(fused[metric] - image_only[metric]))
     recon, bicubic = per_method.get("reconstruction", {}), per_method.get("bicubic", {})
     for metric in GAIN_METRICS:
         if metric in recon and metric in bicubic:
-            _put(out, f"{split}.reconstruction_gain.{metric}", estimate(recon[metric] - bicubic[metric]))
+            put_estimate(out, f"{split}.reconstruction_gain.{metric}", estimate(recon[metric] - bicubic[metric]))
     return out
 
 

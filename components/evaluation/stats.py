@@ -7,8 +7,8 @@ replacement, each drawn speaker bringing all of its samples, and reads the 95 % 
 of the mean from the percentiles of the resampled means. A paired comparison (fused
 minus image-only on the same faces) is the same call on the per-sample differences.
 
-:func:`with_interval` and :func:`claim_verdict` write an estimate and a claim's verdict
-the same way in both papers' ``results.md``.
+:func:`put_estimate` writes an estimate into the flat metrics, :func:`with_interval` and
+:func:`claim_verdict` write it and a claim's verdict, the same way in every evaluation.
 
 Pure numpy and seeded: the same values, speakers, resample count and seed give the same
 interval. Unknown values (NaN: a metric that does not apply to a sample) are left out, and
@@ -17,6 +17,7 @@ a speaker with no known value does not take part.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,6 +66,20 @@ def speaker_bootstrap(values: np.ndarray, speakers: np.ndarray, n_resamples: int
 
 
 # --------------------------------------------------------------------------- reporting (both papers' results.md)
+
+
+def put_estimate(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
+    """Write ``estimate`` into flat metrics as ``key`` with ``key_lo`` / ``key_hi`` (rounded to 6 places).
+
+    Nothing is written for no estimate or an unknown (non-finite) mean, and no bounds where
+    they are unknown (a ratio outside a curve's range on too many resamples): a metrics file
+    never holds a NaN, which JSON does not have.
+    """
+    if estimate is None or not math.isfinite(estimate.mean):
+        return
+    out[key] = round(estimate.mean, 6)
+    if math.isfinite(estimate.lo) and math.isfinite(estimate.hi):
+        out |= {f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
 
 
 def with_interval(metrics: Mapping[str, float], key: str, *, signed: bool = False, missing: str = "n/a",

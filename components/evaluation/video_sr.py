@@ -69,7 +69,7 @@ from components.evaluation.face_id import FaceIdentity
 from components.evaluation.landmarks import FaceLandmarks, landmark_errors
 from components.evaluation.lip_sync import sync_scores
 from components.evaluation.metrics import psnr, ssim, stlpips
-from components.evaluation.stats import Estimate, speaker_bootstrap
+from components.evaluation.stats import Estimate, put_estimate, speaker_bootstrap
 from components.evaluation.video_clips import (
     SPLITS,
     TestClip,
@@ -225,11 +225,6 @@ def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner:
             found.add("clips", method, "lse_c_own", [clip_sync(model, out, own_audio, clip.start, cfg.max_offset)[1]])
 
 
-def _put(out: dict[str, float], key: str, estimate: Estimate | None) -> None:
-    if estimate is not None:
-        out |= {key: round(estimate.mean, 6), f"{key}_lo": round(estimate.lo, 6), f"{key}_hi": round(estimate.hi, 6)}
-
-
 def shifted_interval(value: float, resampled: Sequence[float]) -> Estimate:
     """``value`` with the 95 % percentile interval of ``resampled`` shifted by their bias
     (their mean minus ``value``): the spread of the estimate at this sample size.
@@ -265,17 +260,17 @@ def set_metrics(features: Mapping[str, np.ndarray], speakers: np.ndarray, cfg: E
         kids = [fid_lib.kid(features[method][r], truth[r], max(1, cfg.kid_subsets // 10),
                             min(cfg.kid_subset_size, len(r)), cfg.seed)[0] for r in rows]
         resampled[method] = fids
-        _put(out, f"{split}.{method}.fid", shifted_interval(value, fids))
-        _put(out, f"{split}.{method}.kid", shifted_interval(kid_mean, kids))
+        put_estimate(out, f"{split}.{method}.fid", shifted_interval(value, fids))
+        put_estimate(out, f"{split}.{method}.kid", shifted_interval(kid_mean, kids))
     if "bicubic" in resampled and "full" in resampled:
         ratio = out[f"{split}.bicubic.fid"] / max(out[f"{split}.full.fid"], 1e-9)
         ratios = np.asarray(resampled["bicubic"]) / np.maximum(resampled["full"], 1e-9)
-        _put(out, f"{split}.fid_ratio.bicubic_over_full", shifted_interval(ratio, ratios))
+        put_estimate(out, f"{split}.fid_ratio.bicubic_over_full", shifted_interval(ratio, ratios))
     for a, b, name in CLAIM_PAIRS:
         if a in resampled and b in resampled:
             diffs = np.asarray(resampled[a]) - np.asarray(resampled[b])
             value = out[f"{split}.{a}.fid"] - out[f"{split}.{b}.fid"]
-            _put(out, f"{split}.{name}.fid", shifted_interval(value, diffs))
+            put_estimate(out, f"{split}.{name}.fid", shifted_interval(value, diffs))
     return out
 
 
@@ -293,21 +288,21 @@ def summarize(split: str, found: SplitScores, cfg: EvaluateVideoParams, inceptio
         table = getattr(found, kind)
         for method, metrics in table.items():
             for metric, values in metrics.items():
-                _put(out, f"{split}.{method}.{metric}", estimate(values, kind))
+                put_estimate(out, f"{split}.{method}.{metric}", estimate(values, kind))
         for a, b, name in CLAIM_PAIRS:
             for metric in set(table.get(a, {})) & set(table.get(b, {})):
                 diff = np.asarray(table[a][metric]) - np.asarray(table[b][metric])
-                _put(out, f"{split}.{name}.{metric}", estimate(diff, kind))
+                put_estimate(out, f"{split}.{name}.{metric}", estimate(diff, kind))
     clips = found.clips
     if "lse_c" in clips.get("bicubic", {}) and "lse_c" in clips.get("truth", {}):  # the instrument's own check
         gap = np.asarray(clips["truth"]["lse_c"]) - np.asarray(clips["bicubic"]["lse_c"])
-        _put(out, f"{split}.truth_minus_bicubic.lse_c", estimate(gap, "clips"))
+        put_estimate(out, f"{split}.truth_minus_bicubic.lse_c", estimate(gap, "clips"))
     if "lse_c" in clips.get("full", {}) and "lse_c" in clips.get("truth", {}):
         gap = np.asarray(clips["full"]["lse_c"]) - LSE_C_OF_TRUTH * np.asarray(clips["truth"]["lse_c"])
-        _put(out, f"{split}.full_vs_truth.lse_c", estimate(gap, "clips"))
+        put_estimate(out, f"{split}.full_vs_truth.lse_c", estimate(gap, "clips"))
     if "lse_c_own" in clips.get("other_audio", {}):
         follows = np.asarray(clips["other_audio"]["lse_c"]) - np.asarray(clips["other_audio"]["lse_c_own"])
-        _put(out, f"{split}.other_audio_follows.lse_c", estimate(follows, "clips"))
+        put_estimate(out, f"{split}.other_audio_follows.lse_c", estimate(follows, "clips"))
     features = {k: fid_lib.inception_features(inception, (from_pixels(f) for f in v), 32)
                 for k, v in found.fid_frames.items()}
     return out | set_metrics(features, np.asarray(found.speakers["scored"]), cfg, split)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.evaluation.stats import speaker_bootstrap
+from components.evaluation.stats import Estimate, speaker_bootstrap
 
 
 def speakers_with(values_per_speaker: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -61,3 +61,14 @@ def test_unknown_values_and_lone_speakers():
     assert est.mean == est.lo == est.hi == 2.0  # speaker b has nothing known: one speaker, nothing to resample
     with pytest.raises(ValueError, match="differ in shape"):
         speaker_bootstrap(np.zeros(3), np.array(["a"]), 10, seed=0)
+
+
+def test_an_estimate_goes_into_the_metrics_with_its_bounds_and_never_as_nan():
+    from components.evaluation.stats import put_estimate
+
+    out: dict[str, float] = {}
+    put_estimate(out, "a", Estimate(0.1234567, 0.1, 0.2))
+    put_estimate(out, "b", Estimate(1.0, float("nan"), float("nan")))
+    put_estimate(out, "c", Estimate(float("nan"), 0.0, 1.0))
+    put_estimate(out, "d", None)
+    assert out == {"a": 0.123457, "a_lo": 0.1, "a_hi": 0.2, "b": 1.0}
