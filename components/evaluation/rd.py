@@ -30,7 +30,7 @@ import numpy as np
 
 from components.errors import EarshotError
 from components.evaluation import HIGHER_IS_BETTER
-from components.evaluation.stats import Estimate
+from components.evaluation.stats import Estimate, speaker_draws
 
 # The metrics a rate-distortion curve can be drawn against, and their direction.
 LOWER_IS_BETTER = {m: not HIGHER_IS_BETTER[m] for m in ("stlpips", "psnr", "ssim", "lse_c", "fid", "kid")}
@@ -208,14 +208,13 @@ def _ratio(points: Sequence[PointValues], baseline_family: str, earshot: PointVa
 
 def speaker_resamples(speakers: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """``n_resamples`` row-index arrays, each the clips of the speakers drawn with
-    replacement (as many draws as speakers, each bringing all its clips), drawn as
-    :func:`components.evaluation.stats.speaker_bootstrap` draws them."""
+    replacement (as many draws as speakers, each bringing all its clips), by
+    :func:`components.evaluation.stats.speaker_draws`, as every speaker bootstrap draws them."""
     names, group = np.unique(np.asarray(speakers), return_inverse=True)
     if not names.size:
         raise EarshotError("speakers is empty: no clip to resample")
     members = [np.flatnonzero(group == g) for g in range(names.size)]
-    drawn = np.random.default_rng(seed).integers(0, len(members), size=(n_resamples, len(members)))
-    for draw in drawn:
+    for draw in speaker_draws(len(members), n_resamples, seed):
         yield np.concatenate([members[g] for g in draw])
 
 

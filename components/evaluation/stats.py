@@ -36,6 +36,12 @@ class Estimate:
         return self.lo > 0 or self.hi < 0
 
 
+def speaker_draws(n_speakers: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_speakers) speaker indices: each row one resample, as many speakers drawn
+    with replacement as there are (every bootstrap over speakers here draws this way)."""
+    return np.random.default_rng(seed).integers(0, n_speakers, size=(n_resamples, n_speakers))
+
+
 def speaker_bootstrap(values: np.ndarray, speakers: np.ndarray, n_resamples: int, seed: int,
                       level: float = 0.95) -> Estimate | None:
     """The mean of ``values`` over samples and its ``level`` percentile interval from
@@ -55,8 +61,7 @@ def speaker_bootstrap(values: np.ndarray, speakers: np.ndarray, n_resamples: int
     counts = np.bincount(group).astype(np.float64)
     mean = float(sums.sum() / counts.sum())
     n_groups = len(sums)
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, n_groups, size=(n_resamples, n_groups))
+    drawn = speaker_draws(n_groups, n_resamples, seed)
     offsets = (np.arange(n_resamples)[:, None] * n_groups + drawn).ravel()
     times = np.bincount(offsets, minlength=n_resamples * n_groups).reshape(n_resamples, n_groups)
     means = (times @ sums) / (times @ counts)
