@@ -90,6 +90,8 @@ class EvaluateVideoParams(Section):
     stlpips_size: int = Field(ge=32, description="ST-LPIPS compares copies resized to this side (its shift-tolerant "
                                                  "AlexNet costs ~0.2 s a 256 px pair on 2 CPU cores)")
     batch_size: int = Field(ge=1)
+    workers: int = Field(ge=1, description="processes scoring the test clips, one torch thread each (1: in the "
+                                           "stage process, on talking.threads); InceptionV3 runs in the stage process")
     max_offset: int = Field(ge=1, description="LSE: audio offsets -k..k frames")
     fid_bootstrap: int = Field(ge=10, description="speaker resamples FID and KID are recomputed on for their intervals")
     kid_subsets: int = Field(ge=1)

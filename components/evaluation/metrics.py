@@ -6,7 +6,7 @@ saved PNG would). Per-image functions return one value per image, so that a call
 can average over any subset (a split, a method, the pairs of a mismatch test) and the
 mean over a split does not depend on how it was batched.
 
-* Pixel fidelity: :func:`psnr` and :func:`ssim` (torchmetrics, images mapped to [0, 1],
+* Pixel fidelity: :func:`psnr` and :func:`ssim` (torchmetrics' definitions, images mapped to [0, 1],
   ``data_range=1``).
 * Perceptual distance: LPIPS (Zhang et al. 2018, AlexNet; :func:`load_lpips`) when the
   AlexNet ImageNet weights are on disk, and the shift-tolerant LPIPS whose weights ship
@@ -27,6 +27,7 @@ import os
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -54,12 +55,36 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                                    dim=(1, 2, 3))
 
 
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Structural similarity per image (Gaussian window 11, sigma 1.5), (B,)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
+    """Structural similarity per image (Gaussian window 11, sigma 1.5), (B,).
+
+    The value of torchmetrics' ``structural_similarity_index_measure`` (``data_range=1``,
+    ``reduction="none"``: reflect-padded Gaussian statistics, the SSIM map averaged over
+    channels and pixels; a test holds the two equal to 1e-6), with the Gaussian applied as
+    OpenCV's separable filter: torchmetrics' grouped 11 x 11 ``conv2d`` is PyTorch's slowest
+    convolution on CPU (0.26 s against 0.04 s for ten 256 px images on 2 cores), and SSIM is
+    in every evaluation's per-clip loop.
+    """
+    from torchmetrics.functional.image.utils import _gaussian
 
     _check_pair(pred, target)
-    return structural_similarity_index_measure(to_unit(pred), to_unit(target), data_range=1.0, reduction="none")
+    size = int(3.5 * SSIM_SIGMA + 0.5) * 2 + 1  # 11, as torchmetrics sizes its window
+    kernel = _gaussian(size, SSIM_SIGMA, torch.float64, torch.device("cpu")).numpy().ravel()
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    values = []
+    for a, b in zip(to_unit(pred).permute(0, 2, 3, 1).cpu().numpy(), to_unit(target).permute(0, 2, 3, 1).cpu().numpy()):
+        mu_a, mu_b, aa, bb, ab = (cv2.sepFilter2D(np.ascontiguousarray(m), -1, kernel, kernel,
+                                                  borderType=cv2.BORDER_REFLECT_101)
+                                  for m in (a, b, a * a, b * b, a * b))
+        var_a, var_b = np.maximum(aa - mu_a * mu_a, 0.0), np.maximum(bb - mu_b * mu_b, 0.0)
+        cov = ab - mu_a * mu_b
+        index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
+        values.append(float(index.mean(dtype=np.float64)))
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def stlpips(model: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,10 @@ paired interval; each interval corrected for the resamples' own bias,
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import functools
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +88,11 @@ from components.figures.images import from_pixels, to_hwc, to_pixels
 from components.io import write_bytes_atomic, write_json_atomic
 from components.models.talking.sync import lower_half
 from components.models.talking.upsampler import VideoUpsampler, enlarge
+from components.orchestration.executors import ordered_map
 
 log = logging.getLogger(__name__)
+
+POOL_AHEAD = 2  # clips in flight per worker: one running, one pickled and waiting
 
 METHODS = ("bicubic", "stage1", "no_audio", "full", "other_audio")
 ANIMATED = ("no_audio", "full", "other_audio")
@@ -150,7 +156,15 @@ class Scorers:
     perceptual: Any
     face_id: FaceIdentity | None
     landmarks: FaceLandmarks | None
-    inception: fid_lib.FIDInception
+    inception: fid_lib.FIDInception | None  # the stage process's only: clip workers do not run it
+
+
+def load_scorers(device: torch.device, *, inception: bool = True) -> Scorers:
+    """ST-LPIPS, dlib's identity ResNet and landmarks, and (``inception``) the FID InceptionV3, on ``device``."""
+    from components.models.perceptual import PerceptualLoss
+
+    return Scorers(PerceptualLoss().to(device), FaceIdentity(), FaceLandmarks(),
+                   fid_lib.load_inception(device) if inception else None)
 
 
 @dataclass
@@ -168,6 +182,16 @@ class SplitScores:
 
     def add(self, kind: str, method: str, metric: str, values: Iterable[float]) -> None:
         getattr(self, kind).setdefault(method, {}).setdefault(metric, []).extend(float(v) for v in values)
+
+    def extend(self, other: SplitScores) -> None:
+        """Append ``other``'s samples (the next clip's) after these, as if :func:`score_clip` had added them here."""
+        for kind in ("frames", "scored", "detail", "clips"):
+            for method, metrics in getattr(other, kind).items():
+                for metric, values in metrics.items():
+                    self.add(kind, method, metric, values)
+            self.speakers[kind] += other.speakers[kind]
+        for method, frames in other.fid_frames.items():
+            self.fid_frames.setdefault(method, []).extend(frames)
 
 
 def score_clip(model: VideoUpsampler, scorers: Scorers, clip: TestClip, partner: TestClip | None,
@@ -332,10 +356,74 @@ def whole_clip(model: VideoUpsampler, clip: TestClip, batch_size: int) -> tuple[
     return torch.cat(coarse), torch.cat(ours).clamp(-1, 1)
 
 
+# --------------------------------------------------------------------------- one clip, in a worker
+
+_SCORING: dict[str, Any] = {}
+"""This process's model and per-clip scorers, which :func:`clip_task` uses: set by :func:`use_scoring`
+(in the stage process) or :func:`load_worker` (a clip worker's warm-up, once per worker)."""
+
+
+def use_scoring(model: VideoUpsampler, scorers: Scorers, path: str | Path | None = None) -> None:
+    """Score clips in this process with ``model`` (loaded from ``path``) and ``scorers``."""
+    _SCORING.update(model=model, scorers=scorers, path=str(path) if path is not None else None)
+
+
+def load_worker(model_path: str, device: str) -> None:
+    """Clip-worker warm-up: the model and the per-clip scorers, loaded once per worker process (a forked
+    worker has the stage process's already, from :func:`use_scoring` before the fork)."""
+    from components.models.talking import load_video_sr
+
+    if _SCORING.get("path") == model_path:
+        return
+    dev = torch.device(device)
+    use_scoring(load_video_sr(model_path, dev), load_scorers(dev, inception=False), model_path)
+
+
+@dataclass
+class ClipTask:
+    """One test clip to run every method on and score (:func:`clip_task`)."""
+
+    clip: TestClip
+    partner: TestClip | None  # whose audio ``other_audio`` gets
+    keep_grid: bool  # return the clip's frame-grid row
+    video: str | None  # the side-by-side video's path, for a clip kept whole
+
+
+@dataclass
+class ClipResult:
+    scores: SplitScores  # the clip's samples, to append to its split's in clip order
+    grid: dict[str, torch.Tensor] | None
+
+
+def clip_task(task: ClipTask, *, cfg: EvaluateVideoParams, fps: float) -> ClipResult:
+    """Every method on one clip, scored (and its side-by-side video written), with this process's
+    model and scorers (:data:`_SCORING`). Pure per clip: the result does not depend on where it runs."""
+    from components.evaluation import video_report
+
+    model, scorers, clip = _SCORING["model"], _SCORING["scorers"], task.clip
+    outputs = method_outputs(model, clip, task.partner)
+    found = SplitScores()
+    score_clip(model, scorers, clip, task.partner, outputs, cfg, found)
+    if task.video is not None and clip.whole is not None:
+        coarse, ours = whole_clip(model, clip, cfg.batch_size)
+        video_report.write_side_by_side(Path(task.video), clip.lr.float(), coarse, ours, from_pixels(clip.whole), fps,
+                                        clip.audio.numpy(), clip.sample_rate)
+    return ClipResult(found, grid_row(clip, outputs) if task.keep_grid else None)
+
+
 def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_dir: str | Path,
              cfg: EvaluateVideoParams, *, photo_rule: str, fps: float, num_workers: int = 0,
-             notes: Iterable[str] = (), progress: bool = False) -> dict[str, float]:
-    """Run the comparison on both test splits and write every output (see the module docstring)."""
+             pool: cf.Executor | None = None, notes: Iterable[str] = (), progress: bool = False,
+             seconds: dict[str, float] | None = None) -> dict[str, float]:
+    """Run the comparison on both test splits and write every output (see the module docstring).
+
+    ``seconds`` (filled when given): each split's wall time reading its clips, scoring them, and the
+    summary (InceptionV3, FID / KID resamples, bootstrap intervals), as ``<split>.read`` etc.
+
+    ``pool``: processes whose warm-up is :func:`load_worker` (of the same model), which score the
+    clips (:func:`clip_task`) while this process gathers their samples in clip order; None: here.
+    ``scorers.inception`` runs here, on every split's gathered frames.
+    """
     from rich.progress import Progress
 
     from components.evaluation import video_report
@@ -343,11 +431,15 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
 
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    if pool is None:
+        use_scoring(model, scorers)
+    seconds = {} if seconds is None else seconds
     size = model.cfg.out_size
     metrics: dict[str, float] = {}
     done: list[str] = []
     sources_seen: dict[str, int] = {}
     for name, split in SPLITS.items():
+        clock = time.perf_counter()
         clips = read_clips(shards, split, size, model.cfg.lr_size, cfg.frames_per_clip, keep_whole=cfg.videos,
                            num_workers=num_workers) if shard_files(shards, split) else []
         if not clips:
@@ -362,22 +454,25 @@ def evaluate(model: VideoUpsampler, scorers: Scorers, shards: str | Path, out_di
         for i in np.random.default_rng(cfg.seed).permutation(len(clips)):
             first_of.setdefault(clips[i].speaker, int(i))
         shown = sorted(first_of.values())[:cfg.grid_samples]
+        read_s, clock = time.perf_counter() - clock, time.perf_counter()
         found, rows = SplitScores(), []
+        tasks = [ClipTask(clip, clips[partners[i]] if partners[i] >= 0 else None, i in shown,
+                          str(out_dir / "videos" / f"{name}_{clip.key.replace('/', '_')}.mp4")
+                          if clip.whole is not None else None) for i, clip in enumerate(clips)]
+        work = functools.partial(clip_task, cfg=cfg, fps=fps)
         with Progress(disable=not progress) as bar:
             task = bar.add_task(f"evaluate_video {name}", total=len(clips))
-            for i, clip in enumerate(clips):
-                partner = clips[partners[i]] if partners[i] >= 0 else None
-                outputs = method_outputs(model, clip, partner)
-                score_clip(model, scorers, clip, partner, outputs, cfg, found)
-                if i in shown:
-                    rows.append(grid_row(clip, outputs))
-                if clip.whole is not None:
-                    coarse, ours = whole_clip(model, clip, cfg.batch_size)
-                    video_report.write_side_by_side(out_dir / "videos" / f"{name}_{clip.key.replace('/', '_')}.mp4",
-                                                    clip.lr.float(), coarse, ours, from_pixels(clip.whole), fps,
-                                                    clip.audio.numpy(), clip.sample_rate)
+            for result in ordered_map(work, tasks, pool, ahead=POOL_AHEAD * cfg.workers):
+                found.extend(result.scores)
+                if result.grid is not None:
+                    rows.append(result.grid)
                 bar.advance(task)
+        score_s, clock = time.perf_counter() - clock, time.perf_counter()
         metrics |= summarize(name, found, cfg, scorers.inception)
+        seconds |= {f"{name}.read": read_s, f"{name}.score": score_s, f"{name}.summary": time.perf_counter() - clock}
+        log.info("evaluate_video %s: %d clips read in %.0f s (photos included), scored in %.0f s (%.2f s a clip), "
+                 "InceptionV3 and intervals in %.0f s", name, len(clips), read_s, score_s, score_s / len(clips),
+                 seconds[f"{name}.summary"])
         video_report.save_frame_grid(out_dir / f"grid_{name}.png", rows, [clips[i].key for i in shown],
                                      f"{name} speakers: the middle frame of each clip's segment")
         done.append(name)

@@ -4,8 +4,7 @@
 
 The input is an 8x8 talking clip (a drawn face degraded to 8x8, speech-like audio,
 H.264 + AAC) of ``EARSHOT_BENCH_VIDEO_SECONDS`` (default 600: the 10-minute input the
-issue names; at a few frames/s on two cores that is about an hour, so set it lower for
-a quick look). Each measurement runs in its own process, so that its peak RSS (VmHWM) is
+issue names; 6 min on two idle cores at ~44 frames/s, so set it lower for a quick look). Each measurement runs in its own process, so that its peak RSS (VmHWM) is
 its own, on ``THREADS`` torch threads:
 
 * ``decode+encode``: the input decoded at 25 fps and each frame written, nearest-up to

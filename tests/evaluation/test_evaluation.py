@@ -96,6 +96,22 @@ def test_psnr_and_ssim_on_known_images():
     assert torch.equal(M.psnr(x.mul(3), x.clamp(-1, 1)), M.psnr(x.mul(3).clamp(-1, 1), x))  # clamped like a PNG
 
 
+@pytest.mark.parametrize("size", [(256, 256), (37, 53), (11, 11)])
+def test_ssim_is_torchmetrics_ssim(size):
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    gen = torch.Generator().manual_seed(sum(size))
+    target = torch.rand(4, 3, *size, generator=gen) * 2 - 1
+    pred = target + torch.tensor([0.0, 0.05, 0.3, 1.5]).view(4, 1, 1, 1) * torch.randn(4, 3, *size, generator=gen)
+    pred[1] = pred[1].flip(-1)  # structure moved, not only noise
+    expected = structural_similarity_index_measure(M.to_unit(pred), M.to_unit(target), data_range=1.0,
+                                                   reduction="none")
+    found = M.ssim(pred, target)
+    assert found.shape == (4,) and found.dtype == torch.float32
+    assert torch.allclose(found, expected, atol=1e-6), (found, expected)
+    assert len(set(found.tolist())) == 4  # each image its own value
+
+
 def test_stlpips_per_image_is_the_perceptual_loss_of_each_pair():
     loss = PerceptualLoss()
     x, y = images(3), images(3, seed=1)

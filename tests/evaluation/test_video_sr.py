@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from components.models.talking.upsampler import VideoUpsampler
 from tests._fixtures import make_upstream
 from tests.training.test_talking import TINY
 
-EVAL = {"frames_per_clip": 8, "fid_frames_per_clip": 2, "detail_frames_per_clip": 1, "stlpips_size": 32, "batch_size": 8, "max_offset": 3, "fid_bootstrap": 10,
+EVAL = {"frames_per_clip": 8, "fid_frames_per_clip": 2, "detail_frames_per_clip": 1, "stlpips_size": 32, "batch_size": 8,
+        "workers": 1, "max_offset": 3, "fid_bootstrap": 10,
         "kid_subsets": 5, "kid_subset_size": 4, "videos": 1, "grid_samples": 3, "seed": 0, "bootstrap_samples": 100,
         "out_dir": "unused"}
 
@@ -80,6 +82,29 @@ def test_the_stage_writes_every_method_and_metric_with_intervals(evaluated):
     info = probe(videos[0])
     assert info.width == 32 * 5 and info.height == 32 and info.has_audio  # 8x8 | bicubic | stage 1 | ours | truth
     assert info.duration_s == pytest.approx(30 / 25, abs=0.2)
+
+
+def test_clip_workers_give_the_in_process_numbers(shards: Path, tmp_path: Path):
+    """The stage's default: two forked processes score the clips (the model loaded in each from its file), the
+    stage process gathers them in clip order; every number as in one process (thread counts may move the last
+    float digits), the same figures written."""
+    from components.models.talking import load_video_sr
+    from components.orchestration.executors import default_executor
+    from tests.inference.test_video_sr import save_video_model
+
+    path = save_video_model(tmp_path / "model.pt", get_preset("small", **TINY))
+    model = load_video_sr(path, "cpu")
+    scorers = video_sr.Scorers(PerceptualLoss(), FaceIdentity(), FaceLandmarks(), load_inception())
+    cfg = parse_params({"evaluate_video": EVAL | {"workers": 2}}).evaluate_video
+    alone = video_sr.evaluate(model, scorers, shards, tmp_path / "alone", cfg, photo_rule="other_clip", fps=25)
+    with default_executor(2, warmup=functools.partial(video_sr.load_worker, str(path), "cpu")) as pool:
+        pooled = video_sr.evaluate(model, scorers, shards, tmp_path / "pooled", cfg, photo_rule="other_clip", fps=25,
+                                   pool=pool)
+    assert pooled.keys() == alone.keys()
+    for key, value in alone.items():
+        assert pooled[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    assert sorted(p.name for p in (tmp_path / "pooled" / "videos").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "alone" / "videos").iterdir())
 
 
 def test_another_clips_audio_changes_the_output_and_the_own_audio_does_not(shards: Path, model: VideoUpsampler):
