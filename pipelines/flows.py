@@ -15,8 +15,9 @@
   markdown artifact (key ``pipeline-summary``): each stage's status and duration and
   links to the MLflow runs started during the flow.
 * :func:`ablation` (``earshot flow ablation SWEEP``): the variants of a sweep of
-  params.yaml, one after another, each as ``dvc exp run -n <sweep>-<variant>-<id> -S ...``
-  (:mod:`components.orchestration.experiments`) under one MLflow parent run (the stages'
+  params.yaml, one after another, each as ``dvc exp run -n <sweep>-<variant>-<id> -S ... <evaluation>``
+  (:mod:`components.orchestration.experiments`; only the sweep's evaluation stage and what it
+  depends on are reproduced) under one MLflow parent run (the stages'
   runs become its children through ``EARSHOT_PARENT_RUN_ID``,
   :mod:`components.tracking.runs`), one ``kind=variant`` child run
   per variant with the metrics of its evaluate stage, then the comparison
@@ -356,7 +357,7 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                 metrics_file = root / evaluation.out_dir / "metrics.json"
                 t0 = time.perf_counter()
                 try:
-                    result = variant_task(variant, exp_run_argv(exp, overrides, tree, dvc_command()), str(root),
+                    result = variant_task(variant, exp_run_argv(exp, overrides, tree, dvc_command(), definition.evaluation), str(root),
                                           sweep_env(parent_id, sweep, variant))
                     check_written_params(params_file, tree, overrides, variant, exp)
                     log_variant_run(client, experiment_id, parent_id, sweep=sweep, variant=variant,

@@ -78,9 +78,11 @@ def exp_name(sweep: str, variant: str, short_id: str) -> str:
 
 
 def exp_run_argv(name: str, overrides: Mapping[str, Any], params_tree: Mapping[str, Any],
-                 dvc: Sequence[str] = ("dvc",)) -> list[str]:
-    """``dvc exp run -n NAME -S ...`` of one variant (run in the workspace, not queued)."""
-    return [*dvc, "exp", "run", "-n", name, *set_param_args(overrides, params_tree)]
+                 dvc: Sequence[str] = ("dvc",), target: str | None = None) -> list[str]:
+    """``dvc exp run -n NAME -S ... [TARGET]`` of one variant (run in the workspace, not queued): with
+    ``target`` (the sweep's evaluation stage) only that stage and what it depends on are reproduced, not
+    every stage the overrides reach (a video sweep does not rerun the codec's evaluation)."""
+    return [*dvc, "exp", "run", "-n", name, *set_param_args(overrides, params_tree), *([target] if target else [])]
 
 
 def params_drift(expected: Any, written: Any, prefix: str = "") -> list[str]:

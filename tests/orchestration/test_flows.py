@@ -138,6 +138,7 @@ def test_set_param_args_replace_like_params_overrides():
                     "-S", "~face_sr.overrides", "-S", "+face_sr.overrides={resolution: 32}",
                     "-S", "++face_sr.new=1", "-S", "++extra.section.key='x'"]
     assert exp_run_argv("audio-off-abc", {"face_sr.audio": False}, tree)[:5] == ["dvc", "exp", "run", "-n", "audio-off-abc"]
+    assert exp_run_argv("a", {"face_sr.audio": False}, tree, target="evaluate")[-1] == "evaluate"
 
 
 def test_exp_names_are_valid_refs_and_the_baseline_runs_last():
@@ -385,13 +386,17 @@ def test_ablation_flow_groups_variant_runs_under_a_parent(prefect_api, git_proje
                      sweeps={"toy": {"description": "voice or not", "evaluation": "evaluate", "baseline": "voice",
                                      "variants": {"voice": {}, "mute": {"face_sr.audio": False}}}})
     stages = {"evaluate": {"cmd": "python evaluate.py", "deps": ["evaluate.py"], "params": ["face_sr.audio"],
-                           "metrics": [{"results/face_sr/metrics.json": {"cache": False}}]}}
+                           "metrics": [{"results/face_sr/metrics.json": {"cache": False}}]},
+              # another stage the override reaches, which the sweep does not compare on: not run
+              "elsewhere": {"cmd": "python -c \"open('elsewhere.txt', 'w').write('ran')\"", "params": ["face_sr.audio"],
+                            "outs": [{"elsewhere.txt": {"cache": False}}]}}
     root = git_project(stages, params, {"evaluate.py": FAKE_EVALUATE})
     before = (root / "params.yaml").read_bytes()
     state = ablation(sweep="toy", project=str(root), return_state=True)
     results = state.result()
     assert [(r.name, r.status) for r in results] == [("mute", "ran"), ("voice", "ran")]
     assert (root / "params.yaml").read_bytes() == before  # dvc exp run left its -S values there; restored
+    assert not (root / "elsewhere.txt").exists()  # only the evaluation stage (and its upstream) was reproduced
 
     client = mlflow.MlflowClient(tracking_uri=params["tracking"]["uri"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
