@@ -54,7 +54,15 @@ SPLITS = {"seen": "closed set: new clips of the training speakers",
 # the reference the voice has to improve on.
 KEY_METRICS = ("fused.psnr", "fused.ssim", "fused.stlpips", "fused.attr_acc", "fused.age_err", "fused.id_acc",
                "fused.id_cos", "mismatched.follows_audio", "image_only.id_cos", "image_only.attr_acc")
-DEFAULT_METRICS = tuple(f"{split}.{key}" for split in SPLITS for key in KEY_METRICS)
+# The video paper's (evaluate_video's keys): the full model on fidelity, realism, lips and identity; the FID
+# factor over bicubic; whether the voice changes the lips (full minus no audio, another clip's audio).
+VIDEO_KEY_METRICS = ("full.psnr", "full.stlpips", "full.fid", "full.kid", "full.lse_c", "full.lmd_mouth",
+                     "full.id_dist_dlib", "fid_ratio.bicubic_over_full", "full_minus_no_audio.lse_c",
+                     "other_audio_follows.lse_c")
+FACE_SR_METRICS = tuple(f"{split}.{key}" for split in SPLITS for key in KEY_METRICS)
+VIDEO_METRICS = tuple(f"{split}.{key}" for split in SPLITS for key in VIDEO_KEY_METRICS)
+# A sweep's variants log one paper's keys: select_metrics leaves the other paper's out.
+DEFAULT_METRICS = FACE_SR_METRICS + VIDEO_METRICS
 ARTIFACT_PATH = "comparison"
 
 

@@ -126,7 +126,7 @@ def test_table_rows_columns_and_deltas(tracking):
     assert sweep.description == "seconds of speech fed to Ea" and sweep.git_sha == SHA
 
     table = C.comparison_table(sweep.runs, sweep.baseline)
-    assert C.metric_keys(table) == list(C.DEFAULT_METRICS)
+    assert C.metric_keys(table) == list(C.FACE_SR_METRICS)  # the video paper's defaults were not logged
     assert "seen.bicubic.psnr" not in table
     assert table.at["1s", "seen.fused.psnr"] == pytest.approx(20.0)
     assert table.at["1s", C.delta_column("seen.fused.psnr")] == pytest.approx(-1.0)
@@ -149,6 +149,16 @@ def test_metric_selection():
     assert numeric_values(["1s", "8x8"]) is None, "mixed units are not one axis"
     assert C.verdict("seen.fused.stlpips", -0.1) == "better" and C.verdict("seen.fused.psnr", -0.1) == "worse"
     assert C.verdict("seen.fused.psnr", 0.0) == "same" and C.verdict("seen.x.unknown", 1.0) is None
+
+
+def test_the_default_selection_serves_a_sweep_of_either_paper():
+    face = ["seen.fused.psnr", "unseen.fused.attr_acc", "seen.bicubic.psnr"]
+    video = ["seen.full.fid", "unseen.full.lse_c", "unseen.fid_ratio.bicubic_over_full", "seen.bicubic.fid",
+             "unseen.other_audio_follows.lse_c", "unseen.other_audio_follows.lse_c_lo"]
+    assert C.select_metrics(face) == ["seen.fused.psnr", "unseen.fused.attr_acc"]
+    assert C.select_metrics(video) == ["seen.full.fid", "unseen.full.lse_c", "unseen.fid_ratio.bicubic_over_full",
+                                       "unseen.other_audio_follows.lse_c"]
+    assert C.verdict("unseen.full.fid", -5.0) == "better" and C.verdict("unseen.full.lse_c", -0.1) == "worse"
 
 
 def test_report_plot_and_parent_artifacts(tracking, tmp_path):
