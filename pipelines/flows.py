@@ -357,8 +357,8 @@ def ablation(sweep: str, project: str | None = None) -> list[StageResult]:
                 metrics_file = root / evaluation.out_dir / "metrics.json"
                 t0 = time.perf_counter()
                 try:
-                    result = variant_task(variant, exp_run_argv(exp, overrides, tree, dvc_command(), definition.evaluation), str(root),
-                                          sweep_env(parent_id, sweep, variant))
+                    argv = exp_run_argv(exp, overrides, tree, dvc_command(), definition.evaluation)
+                    result = variant_task(variant, argv, str(root), sweep_env(parent_id, sweep, variant))
                     check_written_params(params_file, tree, overrides, variant, exp)
                     log_variant_run(client, experiment_id, parent_id, sweep=sweep, variant=variant,
                                     baseline=definition.baseline, exp=exp, overrides=overrides,
